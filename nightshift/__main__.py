@@ -1,0 +1,5 @@
+import sys
+
+from nightshift.cli import main
+
+sys.exit(main())

@@ -1,0 +1,220 @@
+"""The ``nightshift`` command. Service commands (run, web, scheduler, worker) start processes;
+user commands (submit, status, results, run-now) talk to the API like any other client."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from nightshift.client import ApiError, Client
+from scheduler.settings import get_settings
+
+console = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
+
+
+# --- services -----------------------------------------------------------------------------------
+
+
+def cmd_run(_args: argparse.Namespace) -> int:
+    from nightshift.launcher import run_all
+
+    return run_all(get_settings())
+
+
+def cmd_web(_args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from web import create_app
+
+    settings = get_settings()
+    uvicorn.run(create_app(settings), host=settings.api_host, port=settings.api_port)
+    return 0
+
+
+def cmd_scheduler(_args: argparse.Namespace) -> int:
+    from scheduler.service import run_scheduler
+
+    run_scheduler(get_settings())
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from workers import run_worker
+
+    run_worker(get_settings(), loglevel=args.loglevel)
+    return 0
+
+
+def cmd_make_model(args: argparse.Namespace) -> int:
+    from workers.tiny_model import TinyModelShape, make_tiny_model
+
+    shape = TinyModelShape(hidden_size=args.hidden, num_layers=args.layers,
+                           num_heads=args.hidden // 64, intermediate_size=args.hidden * 2)
+    console.print(f"model written to {make_tiny_model(args.directory, shape)}")
+    return 0
+
+
+# --- user commands --------------------------------------------------------------------------
+
+
+def _client() -> Client:
+    return Client(get_settings().api_url)
+
+
+def cmd_submit_batch(args: argparse.Namespace) -> int:
+    path: Path = args.file
+    if not path.is_file():
+        err.print(f"[red]file: {path} does not exist or is not a file[/red]")
+        return 2
+    size, limit = path.stat().st_size, get_settings().max_batch_bytes
+    if size > limit:
+        err.print(f"[red]file: {path} is {size} bytes; the limit is {limit} bytes "
+                  "(NIGHTSHIFT_MAX_BATCH_BYTES). Split it into several batches.[/red]")
+        return 2
+    form = {"model": args.model, "priority": args.priority, "owner": args.owner,
+            "title": args.title or path.name}
+    if args.deadline:
+        form["deadline"] = args.deadline
+    with console.status(f"uploading {path.name} ({size} bytes)"):
+        receipt = _client().submit_batch(path, path.read_bytes(), form)
+    console.print(f"queued task [bold]{receipt['task_id']}[/bold]: {receipt['accepted']} requests")
+    for line in receipt["rejected"]:
+        err.print(f"rejected {line['message']}", style="yellow", markup=False)
+    return 0
+
+
+def cmd_status(_args: argparse.Namespace) -> int:
+    client = _client()
+    status, tasks = client.status(), client.tasks(limit=20)
+    queue = ", ".join(f"{k} {v}" for k, v in status["queue"].items() if v)
+    console.print(f"queue: {queue or 'empty'}")
+    workers = Table("worker", "state", "model", "task", "heartbeat (UTC)", title="workers")
+    for w in status["workers"]:
+        workers.add_row(w["name"], w["state"], w["resident_model"] or "-",
+                        str(w["current_task_id"] or "-"), w["heartbeat_at"][11:19])
+    console.print(workers)
+    table = Table("id", "kind", "model", "status", "progress", "attempts", "title", title="tasks")
+    for t in tasks:
+        table.add_row(str(t["id"]), t["kind"], t["model"], t["status"],
+                      f"{t['progress_done']}/{t['progress_total']}", str(t["attempts"]), t["title"])
+    console.print(table)
+    return 0
+
+
+def _wait_for(client: Client, task_id: int) -> dict:
+    with Progress(TextColumn("task {task.fields[tid]}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                  TextColumn("{task.fields[state]}"), TimeElapsedColumn(), console=err) as bar:
+        row = client.task(task_id)
+        job = bar.add_task("", total=row["progress_total"], tid=task_id, state=row["status"])
+        while row["status"] not in ("succeeded", "failed", "cancelled"):
+            time.sleep(1)
+            row = client.task(task_id)
+            bar.update(job, completed=row["progress_done"], state=row["status"])
+    return row
+
+
+def _download(client: Client, task_id: int, kind: str, target: Path) -> int:
+    count = 0
+    with client.stream_lines(task_id, kind) as response, target.open("wb") as out, Progress(
+        TextColumn(f"{kind} -> {target}"), DownloadColumn(), console=err, transient=True
+    ) as bar:
+        job = bar.add_task("", total=None)
+        for chunk in response.iter_bytes():
+            out.write(chunk)
+            count += chunk.count(b"\n")
+            bar.advance(job, len(chunk))
+    return count
+
+
+def cmd_results(args: argparse.Namespace) -> int:
+    client = _client()
+    row = _wait_for(client, args.task_id) if args.wait else client.task(args.task_id)
+    if row["status"] not in ("succeeded", "failed"):
+        err.print(f"[yellow]task {args.task_id} is {row['status']} "
+                  f"({row['progress_done']}/{row['progress_total']}); writing what is done so far[/yellow]")
+    errors_path = args.errors or args.output.with_name(args.output.stem + ".errors.jsonl")
+    ok = _download(client, args.task_id, "output", args.output)
+    bad = _download(client, args.task_id, "errors", errors_path)
+    console.print(f"{ok} results -> {args.output}; {bad} errors -> {errors_path}")
+    if row["status"] == "failed":
+        err.print(f"[red]task failed: {row['error']}[/red]")
+        return 1
+    return 0
+
+
+def cmd_run_now(_args: argparse.Namespace) -> int:
+    sent = _client().run_now()["dispatched"]
+    console.print(f"dispatched {len(sent)} task(s): {sent}" if sent else "nothing queued to dispatch")
+    return 0
+
+
+# --- parser ---------------------------------------------------------------------------------
+
+
+def _deadline(text: str) -> str:
+    try:
+        datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an ISO time such as 2026-11-23T07:00+01:00")
+    return text
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="nightshift", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("run", help="start web, scheduler and one worker").set_defaults(func=cmd_run)
+    sub.add_parser("web", help="start the web API").set_defaults(func=cmd_web)
+    sub.add_parser("scheduler", help="start the scheduler").set_defaults(func=cmd_scheduler)
+    worker = sub.add_parser("worker", help="start one worker (one per GPU)")
+    worker.add_argument("--loglevel", default="INFO")
+    worker.set_defaults(func=cmd_worker)
+
+    submit = sub.add_parser("submit", help="queue work").add_subparsers(dest="kind", required=True)
+    batch = submit.add_parser("batch", help="an OpenAI Batch file (JSONL)")
+    batch.add_argument("file", type=Path)
+    batch.add_argument("--model", required=True, help="a model alias from the configuration")
+    batch.add_argument("--priority", type=int, default=0)
+    batch.add_argument("--owner", default="local")
+    batch.add_argument("--deadline", type=_deadline, help="ISO time with zone: ready by")
+    batch.add_argument("--title", default="")
+    batch.set_defaults(func=cmd_submit_batch)
+
+    sub.add_parser("status", help="queue and workers").set_defaults(func=cmd_status)
+    results = sub.add_parser("results", help="download a batch's results")
+    results.add_argument("task_id", type=int)
+    results.add_argument("-o", "--output", type=Path, required=True)
+    results.add_argument("--errors", type=Path, help="default: OUTPUT with .errors.jsonl")
+    results.add_argument("--wait", action="store_true", help="wait for the task to finish")
+    results.set_defaults(func=cmd_results)
+    sub.add_parser("run-now", help="dispatch queued work now").set_defaults(func=cmd_run_now)
+
+    make = sub.add_parser("make-model", help="write a random Llama model (tests, benchmarks)")
+    make.add_argument("directory", type=Path)
+    make.add_argument("--hidden", type=int, default=128)
+    make.add_argument("--layers", type=int, default=2)
+    make.set_defaults(func=cmd_make_model)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    try:
+        return args.func(args)
+    except ApiError as exc:
+        err.print(str(exc), style="red", markup=False)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

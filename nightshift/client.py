@@ -1,0 +1,71 @@
+"""The CLI's way to the API: a thin httpx wrapper that turns failures into clear messages."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+
+class ApiError(Exception):
+    """The API refused the request or could not be reached; the message says why."""
+
+
+def _message(response: httpx.Response) -> str:
+    try:
+        detail = response.json().get("detail")
+    except ValueError:
+        return f"HTTP {response.status_code}: {response.text[:300]}"
+    if isinstance(detail, dict):
+        lines = [f"{detail.get('field')}: {detail.get('message')}"]
+        lines += [f"  {d}" for d in detail.get("details", [])[:20]]
+        return "\n".join(lines)
+    if isinstance(detail, list):  # FastAPI's own validation errors
+        return "\n".join(f"{'.'.join(map(str, d['loc']))}: {d['msg']}" for d in detail)
+    return f"HTTP {response.status_code}: {detail}"
+
+
+class Client:
+    def __init__(self, base_url: str, timeout_s: float = 300.0) -> None:
+        self.base_url = base_url
+        self.http = httpx.Client(base_url=base_url, timeout=timeout_s)
+
+    def _call(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        try:
+            response = self.http.request(method, path, **kwargs)
+        except httpx.ConnectError as exc:
+            raise ApiError(f"Nightshift is not reachable at {self.base_url} ({exc}); start it "
+                           "with 'make run' or set NIGHTSHIFT_API_URL") from exc
+        if response.status_code >= 400:
+            raise ApiError(_message(response))
+        return response
+
+    def submit_batch(self, path: Path, data: bytes, form: dict[str, Any]) -> dict[str, Any]:
+        files = {"file": (path.name, data, "application/jsonl")}
+        return self._call("POST", "/api/batches", files=files, data=form).json()
+
+    def status(self) -> dict[str, Any]:
+        return self._call("GET", "/api/status").json()
+
+    def tasks(self, limit: int = 20) -> list[dict[str, Any]]:
+        return self._call("GET", "/api/tasks", params={"limit": limit}).json()
+
+    def task(self, task_id: int) -> dict[str, Any]:
+        return self._call("GET", f"/api/tasks/{task_id}").json()
+
+    def run_now(self) -> dict[str, Any]:
+        return self._call("POST", "/api/run-now").json()
+
+    @contextmanager
+    def stream_lines(self, task_id: int, kind: str) -> Iterator[httpx.Response]:
+        try:
+            with self.http.stream("GET", f"/api/tasks/{task_id}/{kind}.jsonl") as response:
+                if response.status_code >= 400:
+                    response.read()
+                    raise ApiError(_message(response))
+                yield response
+        except httpx.ConnectError as exc:
+            raise ApiError(f"Nightshift is not reachable at {self.base_url} ({exc})") from exc

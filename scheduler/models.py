@@ -1,0 +1,218 @@
+"""Every table Nightshift keeps, layered per entity: base fields, the table, the public view.
+
+Status values are string enums. Timestamps are timezone-aware UTC (stored naive in UTC, since
+SQLite has no time zones). Only ``scheduler.store`` changes rows.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+import sqlalchemy as sa
+from sqlmodel import JSON, Column, Field, SQLModel
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class UTCDateTime(sa.types.TypeDecorator):
+    """Stores UTC without a zone and gives back aware datetimes, on SQLite and PostgreSQL."""
+
+    impl = sa.DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError(f"naive datetime {value!r}: Nightshift stores aware UTC times only")
+        return value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        return value.replace(tzinfo=UTC) if value is not None else None
+
+
+def _at(nullable: bool = True, index: bool = False) -> Any:
+    return Field(default=None, sa_type=UTCDateTime, nullable=nullable, index=index)
+
+
+# --- tasks -----------------------------------------------------------------------------------
+
+
+class TaskStatus(StrEnum):
+    QUEUED = "queued"
+    DISPATCHED = "dispatched"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+ACTIVE_STATUSES = (TaskStatus.QUEUED, TaskStatus.DISPATCHED, TaskStatus.RUNNING)
+
+
+class TaskBase(SQLModel):
+    kind: str = Field(index=True)
+    model: str
+    owner: str = Field(default="local")
+    priority: int = Field(default=0, description="Higher runs first.")
+    title: str = Field(default="")
+    deadline_at: datetime | None = _at()
+
+
+class TaskCreate(TaskBase):
+    input: dict[str, Any] = Field(default_factory=dict)
+    max_attempts: int = 3
+
+
+class Task(TaskBase, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    input: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    status: TaskStatus = Field(default=TaskStatus.QUEUED, index=True)
+    attempts: int = 0
+    max_attempts: int = 3
+    progress_done: int = 0
+    progress_total: int = 0
+    worker_name: str | None = None
+    error: str | None = None
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)
+    updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)
+    dispatched_at: datetime | None = _at()
+    started_at: datetime | None = _at()
+    finished_at: datetime | None = _at()
+
+
+class TaskPublic(TaskBase):
+    id: int
+    status: TaskStatus
+    attempts: int
+    max_attempts: int
+    progress_done: int
+    progress_total: int
+    worker_name: str | None
+    error: str | None
+    input: dict[str, Any]
+    created_at: datetime
+    updated_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+# --- attempts ---------------------------------------------------------------------------------
+
+
+class AttemptStatus(StrEnum):
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    LOST = "lost"  # the worker vanished (killed, crashed, stopped heartbeating)
+
+
+class Attempt(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    task_id: int = Field(foreign_key="task.id", index=True)
+    number: int
+    worker_name: str
+    status: AttemptStatus = AttemptStatus.RUNNING
+    started_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)
+    ended_at: datetime | None = _at()
+    tokens_in: int = 0
+    tokens_out: int = 0
+    error: str | None = None
+
+
+class AttemptPublic(SQLModel):
+    number: int
+    worker_name: str
+    status: AttemptStatus
+    started_at: datetime
+    ended_at: datetime | None
+    tokens_in: int
+    tokens_out: int
+    error: str | None
+
+
+# --- artifacts --------------------------------------------------------------------------------
+
+
+class ArtifactKind(StrEnum):
+    BATCH_INPUT = "batch-input"
+
+
+class Artifact(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    task_id: int = Field(foreign_key="task.id", index=True)
+    kind: ArtifactKind
+    path: str = Field(description="Relative to the data directory.")
+    size_bytes: int
+    sha256: str
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)
+
+
+# --- workers ----------------------------------------------------------------------------------
+
+
+class WorkerState(StrEnum):
+    STARTING = "starting"
+    IDLE = "idle"
+    LOADING = "loading"
+    WORKING = "working"
+    STOPPED = "stopped"
+    LOST = "lost"
+
+
+class WorkerBase(SQLModel):
+    name: str = Field(primary_key=True)
+    hostname: str = ""
+    hardware: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    state: WorkerState = WorkerState.STARTING
+    resident_model: str | None = None
+    current_task_id: int | None = None
+    heartbeat_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)
+    started_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)
+
+
+class Worker(WorkerBase, table=True):
+    pass
+
+
+class WorkerPublic(SQLModel):
+    name: str
+    hostname: str
+    hardware: dict[str, Any]
+    state: WorkerState
+    resident_model: str | None
+    current_task_id: int | None
+    heartbeat_at: datetime
+    started_at: datetime
+
+
+# --- batch lines ------------------------------------------------------------------------------
+
+
+class LineStatus(StrEnum):
+    PENDING = "pending"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"  # the engine refused or failed this request
+    REJECTED = "rejected"  # invalid at submission; never sent to a worker
+
+
+class BatchLine(SQLModel, table=True):
+    """One line of a submitted batch and, once run, its output line. ``line_no`` is the
+    idempotency key: a redelivered task only fills lines that are still pending."""
+
+    __table_args__ = (sa.UniqueConstraint("task_id", "line_no"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    task_id: int = Field(foreign_key="task.id", index=True)
+    line_no: int
+    custom_id: str | None = None
+    status: LineStatus = Field(default=LineStatus.PENDING)
+    request: str | None = Field(default=None, description="The validated request line, JSON.")
+    output: str | None = Field(default=None, description="The output or error line, JSON.")
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    finished_at: datetime | None = _at()

