@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 from pydantic import ValidationError
 
@@ -45,3 +47,10 @@ def test_heartbeat_must_be_shorter_than_the_lost_timeout(tmp_path):
 def test_visibility_timeout_outlasts_the_longest_task(tmp_path):
     s = Settings(data_dir=tmp_path, task_time_limit_s=3600)
     assert s.visibility_timeout_s > s.task_time_limit_s
+
+
+def test_the_example_config_file_loads(tmp_path, monkeypatch):
+    example = Path(__file__).resolve().parents[2] / "nightshift.example.toml"
+    monkeypatch.setenv("NIGHTSHIFT_CONFIG", str(example))
+    monkeypatch.setenv("NIGHTSHIFT_DATA_DIR", str(tmp_path))
+    assert load_settings().models["qwen-7b"].max_model_len == 8192
