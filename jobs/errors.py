@@ -2,8 +2,10 @@
 
     JobError                     root
     ├── InvalidInputError        permanent: the job's input is wrong; never retried
-    │   └── BatchFileError       a whole batch file is unusable (empty, too large, not UTF-8)
-    └── EngineError              transient: the engine failed as a whole; the task is retried
+    │   ├── BatchFileError       a whole batch file is unusable (empty, too large, not UTF-8)
+    │   └── RepositoryError      a repository path, state or test command is unusable
+    ├── EngineError              transient: the engine failed as a whole; the task is retried
+    └── SandboxUnavailableError  the sandbox cannot start here (bwrap missing, no namespaces)
 """
 
 from __future__ import annotations
@@ -26,5 +28,13 @@ class BatchFileError(InvalidInputError):
     pass
 
 
+class RepositoryError(InvalidInputError):
+    pass
+
+
 class EngineError(JobError):
     """Transient: the engine as a whole failed (crashed, out of memory); retry the task."""
+
+
+class SandboxUnavailableError(JobError):
+    """bubblewrap is missing or cannot create namespaces: an infrastructure problem."""
