@@ -300,6 +300,15 @@ def _vllm_version() -> str:
     return "not installed"
 
 
+def nightshift_commit() -> str:
+    """The commit measured, with "+dirty" when product code (outside bench/ and docs/) differs."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+
+    dirty = git("status", "--porcelain", "--", ".", ":!bench", ":!docs")
+    return (git("rev-parse", "--short", "HEAD") or "unknown") + ("+dirty" if dirty else "")
+
+
 def run_rounds(cfg: BenchConfig, model: Path, work: Path) -> list[dict]:
     lines = make_lines(cfg.requests, cfg.max_tokens, cfg.seed, "req")
     warmup = make_lines(WARMUP_REQUESTS, cfg.max_tokens, cfg.seed + 1, "warmup")
@@ -347,12 +356,16 @@ def summarize(cfg: BenchConfig, rounds: list[dict]) -> dict:
 
 
 def report(summary: dict) -> None:
-    table = Table("round", "path", "seconds", "completion tokens", "tokens/s", "phases (s)",
-                  title=f"{summary['requests']} chat requests x {summary['max_tokens']} max tokens")
+    table = Table("round", "path", "s", "tokens", "tokens/s", "upload", "to claim", "worker", "seen",
+                  title=f"{summary['requests']} chat requests x {summary['max_tokens']} max tokens",
+                  caption="Nightshift phases in s: upload + validation, submit to worker claim, "
+                          "claim to finish, finish to seen by the poll")
     for r in summary["rounds"]:
-        phases = " ".join(f"{k}={v:.2f}" for k, v in r.get("phases_s", {}).items())
+        phases = r.get("phases_s", {})
         table.add_row(str(r["round"]), r["path"], f"{r['seconds']:.2f}", str(r["tokens"]),
-                      f"{r['tokens_per_s']:.1f}", phases or "-")
+                      f"{r['tokens_per_s']:.1f}",
+                      *(f"{phases[k]:.2f}" if k in phases else "-" for k in
+                        ("upload_and_validate", "submit_to_claim", "claim_to_finish", "finish_to_seen")))
     console.print(table)
     verdict = "[green]meets[/]" if summary["ratio"] >= summary["target_ratio"] else "[red]misses[/]"
     console.print(f"Nightshift {summary['nightshift_tokens_per_s']:.1f} tokens/s, direct vLLM "
@@ -393,12 +406,11 @@ def main(argv: list[str] | None = None) -> int:
                       args.run_now, args.poll_s)
     model = ensure_model(cfg)
     work = Path(tempfile.mkdtemp(prefix="nightshift-bench-"))
-    console.print(f"model {model}, work dir {work}")
-    try:
-        summary = summarize(cfg, run_rounds(cfg, model, work))
-    finally:
-        if not args.keep:
-            shutil.rmtree(work, ignore_errors=True)
+    commit = nightshift_commit()  # before the rounds: each round's processes load the code then
+    console.print(f"model {model}, work dir {work}, Nightshift {commit}")
+    summary = summarize(cfg, run_rounds(cfg, model, work)) | {"nightshift_commit": commit}
+    if not args.keep:  # kept after a failure: the error names the log to read in it
+        shutil.rmtree(work, ignore_errors=True)
     report(summary)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(summary, indent=2) + "\n")
