@@ -13,7 +13,7 @@ ENV PYTHONUNBUFFERED=1 \
 # Triton (GPU) and torch.compile (CPU) compile kernels at run time, so they need gcc/g++;
 # the CPU build of vLLM links libnuma.
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends gcc g++ libc6-dev libnuma1 \
+    && apt-get install -y --no-install-recommends gcc g++ libc6-dev libnuma1 git bubblewrap \
     && rm -rf /var/lib/apt/lists/*
 
 WORKDIR /src

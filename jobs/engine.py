@@ -7,7 +7,7 @@ so the real engine can batch them continuously.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
@@ -80,6 +80,7 @@ class FakeEngine:
     replies: dict[str, str] = field(default_factory=dict)
     refuse: dict[str, str] = field(default_factory=dict)
     fail_after: int | None = None  # raise EngineError after this many results (a crash)
+    script: Callable[[GenerationRequest], Sequence[str]] | None = None  # one text per choice
     calls: list[list[str]] = field(default_factory=list)
 
     def generate(self, requests: Sequence[GenerationRequest]) -> Iterator[GenerationResult]:
@@ -95,6 +96,10 @@ class FakeEngine:
             yield self._answer(req)
 
     def _answer(self, req: GenerationRequest) -> GenerationResult:
+        if self.script is not None:
+            texts = list(self.script(req))
+            choices = tuple(Choice(t, "stop", len(t.split())) for t in texts)
+            return GenerationResult(req.request_id, choices=choices, prompt_tokens=10)
         source = req.prompt if req.prompt is not None else str(req.messages[-1].get("content"))
         words = self.replies.get(req.request_id, f"echo: {source}").split()
         limit = req.sampling.max_tokens or len(words)

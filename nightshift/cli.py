@@ -92,6 +92,38 @@ def cmd_submit_batch(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_submit_todo(args: argparse.Namespace) -> int:
+    path: Path = args.file
+    if not path.is_file():
+        err.print(f"file: {path} does not exist or is not a file", style="red", markup=False)
+        return 2
+    body = {"repo": args.repo, "model": args.model, "text": path.read_text(errors="replace"),
+            "priority": args.priority, "owner": args.owner, "deadline": args.deadline}
+    receipt = _client().submit_todo(body)
+    for warning in receipt["warnings"]:
+        err.print(f"note: {warning}", style="yellow", markup=False)
+    ids = receipt["task_ids"]
+    console.print(f"queued {len(ids)} item(s) as tasks {ids[0]}-{ids[-1]} from commit {receipt['base'][:10]}")
+    return 0
+
+
+def cmd_repo_add(args: argparse.Namespace) -> int:
+    body = {"name": args.name, "source": args.source, "test_command": args.test_command,
+            "setup_command": args.setup_command}
+    with console.status(f"registering {args.source}"):
+        repo = _client().add_repository(body)
+    console.print(f"registered {repo['name']}: {repo['path']} (tests: {repo['test_command']})")
+    return 0
+
+
+def cmd_repo_list(_args: argparse.Namespace) -> int:
+    table = Table("name", "path", "test command", "setup command", title="repositories")
+    for repo in _client().repositories():
+        table.add_row(repo["name"], repo["path"], repo["test_command"], repo["setup_command"] or "-")
+    console.print(table)
+    return 0
+
+
 def cmd_status(_args: argparse.Namespace) -> int:
     client = _client()
     status, tasks = client.status(), client.tasks(limit=20)
@@ -187,6 +219,23 @@ def build_parser() -> argparse.ArgumentParser:
     batch.add_argument("--deadline", type=_deadline, help="ISO time with zone: ready by")
     batch.add_argument("--title", default="")
     batch.set_defaults(func=cmd_submit_batch)
+    todo = submit.add_parser("todo", help="a TODO list for a registered repository")
+    todo.add_argument("file", type=Path)
+    todo.add_argument("--repo", required=True, help="a repository name (nightshift repo list)")
+    todo.add_argument("--model", required=True, help="a model alias from the configuration")
+    todo.add_argument("--priority", type=int, default=0)
+    todo.add_argument("--owner", default="local")
+    todo.add_argument("--deadline", type=_deadline, help="ISO time with zone: ready by")
+    todo.set_defaults(func=cmd_submit_todo)
+
+    repo = sub.add_parser("repo", help="repositories for TODO lists").add_subparsers(dest="action", required=True)
+    add = repo.add_parser("add", help="register a local repository or clone a git URL")
+    add.add_argument("name")
+    add.add_argument("source", help="a local path or a git URL")
+    add.add_argument("--test-command", help="default: detected (pytest, npm, cargo, go, make)")
+    add.add_argument("--setup-command", help="run once in each fresh worktree before the tests")
+    add.set_defaults(func=cmd_repo_add)
+    repo.add_parser("list", help="registered repositories").set_defaults(func=cmd_repo_list)
 
     sub.add_parser("status", help="queue and workers").set_defaults(func=cmd_status)
     results = sub.add_parser("results", help="download a batch's results")

@@ -47,6 +47,15 @@ class Client:
         files = {"file": (path.name, data, "application/jsonl")}
         return self._call("POST", "/api/batches", files=files, data=form).json()
 
+    def add_repository(self, body: dict[str, Any]) -> dict[str, Any]:
+        return self._call("POST", "/api/repos", json=body).json()
+
+    def repositories(self) -> list[dict[str, Any]]:
+        return self._call("GET", "/api/repos").json()
+
+    def submit_todo(self, body: dict[str, Any]) -> dict[str, Any]:
+        return self._call("POST", "/api/todos", json=body).json()
+
     def status(self) -> dict[str, Any]:
         return self._call("GET", "/api/status").json()
 

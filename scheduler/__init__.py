@@ -1,6 +1,6 @@
 """The producer side: settings, tables, the store, Celery configuration and dispatch."""
 
-from scheduler.celery_app import QUEUE, TASK_RUN_BATCH, make_celery
+from scheduler.celery_app import QUEUE, TASK_RUN_BATCH, TASK_RUN_PATCH, make_celery
 from scheduler.db import get_engine, session_scope
 from scheduler.errors import (
     DispatchError,
@@ -16,6 +16,7 @@ __all__ = [
     "DEMO_MODEL",
     "QUEUE",
     "TASK_RUN_BATCH",
+    "TASK_RUN_PATCH",
     "DispatchError",
     "InvalidSubmissionError",
     "ModelSpec",

@@ -10,6 +10,7 @@ from celery import Celery
 from scheduler.settings import Settings
 
 TASK_RUN_BATCH = "nightshift.run_batch"
+TASK_RUN_PATCH = "nightshift.run_patch"
 QUEUE = "nightshift"
 
 

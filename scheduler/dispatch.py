@@ -12,14 +12,14 @@ import logging
 from celery import Celery
 
 from scheduler import store
-from scheduler.celery_app import TASK_RUN_BATCH
+from scheduler.celery_app import TASK_RUN_BATCH, TASK_RUN_PATCH
 from scheduler.db import session_scope
 from scheduler.models import utcnow
 from scheduler.settings import Settings
 
 log = logging.getLogger(__name__)
 
-TASK_NAMES = {"batch": TASK_RUN_BATCH}
+TASK_NAMES = {"batch": TASK_RUN_BATCH, "patch": TASK_RUN_PATCH}
 
 
 def dispatch_queued(settings: Settings, app: Celery, limit: int = 100) -> list[int]:

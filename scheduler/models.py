@@ -71,6 +71,8 @@ class TaskCreate(TaskBase):
 class Task(TaskBase, table=True):
     id: int | None = Field(default=None, primary_key=True)
     input: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    checkpoint: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
+    result: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
     status: TaskStatus = Field(default=TaskStatus.QUEUED, index=True)
     attempts: int = 0
     max_attempts: int = 3
@@ -95,6 +97,7 @@ class TaskPublic(TaskBase):
     worker_name: str | None
     error: str | None
     input: dict[str, Any]
+    result: dict[str, Any] | None
     created_at: datetime
     updated_at: datetime
     started_at: datetime | None
@@ -140,6 +143,8 @@ class AttemptPublic(SQLModel):
 
 class ArtifactKind(StrEnum):
     BATCH_INPUT = "batch-input"
+    TODO_INPUT = "todo-input"
+    PATCH = "patch"
 
 
 class Artifact(SQLModel, table=True):
@@ -150,6 +155,27 @@ class Artifact(SQLModel, table=True):
     size_bytes: int
     sha256: str
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)
+
+
+# --- repositories -----------------------------------------------------------------------------
+
+
+class RepositoryBase(SQLModel):
+    name: str = Field(index=True, unique=True)
+    path: str = Field(description="The local checkout Nightshift works from.")
+    origin_url: str | None = Field(default=None, description="Where it was cloned from, if a URL.")
+    test_command: str
+    setup_command: str | None = None
+
+
+class Repository(RepositoryBase, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)
+
+
+class RepositoryPublic(RepositoryBase):
+    id: int
+    created_at: datetime
 
 
 # --- workers ----------------------------------------------------------------------------------

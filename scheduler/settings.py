@@ -66,6 +66,13 @@ class Settings(BaseSettings):
     worker_lost_after_s: float = Field(default=60.0, gt=0)
     result_flush_s: float = Field(default=1.0, gt=0, description="How often a worker saves lines.")
 
+    # Limits of the patch loop, per TODO item.
+    patch_rounds: int = Field(default=2, ge=1, le=10)
+    patch_candidates: int = Field(default=4, ge=1, le=16)
+    patch_wall_time_s: float = Field(default=1800.0, gt=0)
+    patch_test_time_s: float = Field(default=600.0, gt=0)
+    patch_max_tokens: int = Field(default=200_000, gt=0)
+
     # vLLM engine options shared by every model on this worker.
     gpu_memory_utilization: float = Field(default=0.9, gt=0, le=1)
     enforce_eager: bool = False

@@ -24,6 +24,8 @@ from scheduler.models import (
     AttemptStatus,
     BatchLine,
     LineStatus,
+    Repository,
+    RepositoryBase,
     Task,
     TaskCreate,
     TaskStatus,
@@ -172,10 +174,18 @@ def _close_attempt(session: Session, attempt_id: int, status: AttemptStatus, err
     )
 
 
-def finish_task(session: Session, task_id: int, attempt_id: int, tokens_in: int, tokens_out: int) -> None:
+def finish_task(session: Session, task_id: int, attempt_id: int, tokens_in: int, tokens_out: int,
+                result: dict | None = None) -> None:
     _close_attempt(session, attempt_id, AttemptStatus.SUCCEEDED, None, tokens_in, tokens_out)
+    extra = {"result": result} if result is not None else {}
     _transition(session, task_id, [TaskStatus.RUNNING], status=TaskStatus.SUCCEEDED,
-                finished_at=utcnow(), worker_name=None)
+                finished_at=utcnow(), worker_name=None, **extra)
+
+
+def save_checkpoint(session: Session, task_id: int, checkpoint: dict) -> None:
+    """Keep a running task's progress so a redelivered task resumes where it was."""
+    session.execute(sa.update(Task).where(col(Task.id) == task_id)
+                    .values(checkpoint=checkpoint, updated_at=utcnow()))
 
 
 def fail_task(session: Session, task_id: int, attempt_id: int, error: str, *, retry: bool) -> TaskStatus:
@@ -244,6 +254,20 @@ def reap_lost_workers(session: Session, now: datetime, lost_after_s: float) -> l
 
 def mark_worker_stopped(session: Session, name: str) -> None:
     record_heartbeat(session, name, state=WorkerState.STOPPED, current_task_id=None)
+
+
+# --- repositories ---------------------------------------------------------------------------------
+
+
+def add_repository(session: Session, data: RepositoryBase) -> Repository:
+    repo = Repository.model_validate(data)
+    session.add(repo)
+    session.flush()
+    return repo
+
+
+def find_repository(session: Session, name: str) -> Repository | None:
+    return session.exec(select(Repository).where(Repository.name == name)).first()
 
 
 # --- reading ------------------------------------------------------------------------------------

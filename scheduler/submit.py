@@ -8,14 +8,23 @@ from __future__ import annotations
 
 import hashlib
 import json
+import subprocess
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 
-from jobs import BATCH_KIND, BatchFileError, LineError, error_line, parse_batch
+from sqlmodel import select
+
+from jobs import BATCH_KIND, BatchFileError, InvalidInputError, LineError, error_line, parse_batch
+from jobs.errors import RepositoryError
+from jobs.patch.repo import inspect_repository
+from jobs.patch.state import PATCH_KIND
+from jobs.patch.testrun import detect_test_command
+from jobs.patch.todo import parse_todo
 from scheduler import store
 from scheduler.db import session_scope
 from scheduler.errors import InvalidSubmissionError, SubmissionTooLargeError, UnknownModelError
-from scheduler.models import ArtifactKind, TaskCreate, utcnow
+from scheduler.models import ArtifactKind, Repository, RepositoryBase, TaskCreate, utcnow
 from scheduler.settings import ModelSpec, Settings
 
 
@@ -89,3 +98,94 @@ def submit_batch(
         store.add_artifact(session, task.id, ArtifactKind.BATCH_INPUT, relative, len(data),
                            hashlib.sha256(data).hexdigest())
         return BatchReceipt(task.id, len(parsed.requests), parsed.rejected)
+
+
+# --- repositories and TODO lists ------------------------------------------------------------
+
+
+def _looks_like_url(source: str) -> bool:
+    return "://" in source or (":" in source and "@" in source.split(":", 1)[0])
+
+
+def _clone(settings: Settings, name: str, url: str) -> Path:
+    target = settings.data_dir / "repos" / name
+    if target.exists():
+        raise InvalidSubmissionError("name", f"{target} already exists; choose another name")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    proc = subprocess.run(["git", "clone", "--quiet", url, str(target)], capture_output=True,
+                          text=True, timeout=1800)
+    if proc.returncode != 0:
+        raise InvalidSubmissionError("source", f"git clone {url} failed: {proc.stderr.strip()[-400:]}")
+    return target
+
+
+def register_repository(settings: Settings, name: str, source: str, *, test_command: str | None = None,
+                        setup_command: str | None = None) -> Repository:
+    """Register a local repository, or clone a git URL into the data directory."""
+    if not name or not all(ch.isalnum() or ch in "-_." for ch in name):
+        raise InvalidSubmissionError("name", f"{name!r} is not allowed; use letters, digits, '-', '_' and '.'")
+    with session_scope(settings.database_url) as session:
+        if store.find_repository(session, name) is not None:
+            raise InvalidSubmissionError("name", f"a repository named {name!r} is already registered")
+    origin = source if _looks_like_url(source) else None
+    path = _clone(settings, name, source) if origin else Path(source).expanduser().resolve()
+    try:
+        snapshot = inspect_repository(path)
+    except RepositoryError as exc:
+        raise InvalidSubmissionError(exc.field, exc.message) from exc
+    command = test_command or detect_test_command(snapshot.root)
+    if not command:
+        raise InvalidSubmissionError("test_command", f"no test command found in {snapshot.root} "
+                                     "(looked for pytest, npm test, cargo test, go test, make test); "
+                                     "give one, e.g. --test-command 'python -m pytest -q'")
+    data = RepositoryBase(name=name, path=str(snapshot.root), origin_url=origin,
+                          test_command=command, setup_command=setup_command)
+    with session_scope(settings.database_url) as session:
+        return store.add_repository(session, data)
+
+
+@dataclass(frozen=True)
+class TodoReceipt:
+    task_ids: tuple[int, ...]
+    base: str
+    warnings: tuple[str, ...]
+
+
+def submit_todo(settings: Settings, text: str, *, repo: str, model: str, owner: str = "local",
+                priority: int = 0, deadline_at: datetime | None = None) -> TodoReceipt:
+    """Queue one patch task per TODO item, all starting from the repository's current HEAD.
+    Uncommitted changes are left alone and are not part of the snapshot."""
+    resolve_model(settings, model)
+    check_deadline(deadline_at)
+    try:
+        items = parse_todo(text)
+    except InvalidInputError as exc:
+        raise InvalidSubmissionError(exc.field, exc.message) from exc
+    with session_scope(settings.database_url) as session:
+        repository = store.find_repository(session, repo)
+        if repository is None:
+            known = ", ".join(r.name for r in session.exec(select(Repository))) or "none yet"
+            raise InvalidSubmissionError("repo", f"unknown repository {repo!r} (registered: {known}); "
+                                         "add it with: nightshift repo add NAME PATH")
+    try:
+        snapshot = inspect_repository(Path(repository.path))
+    except RepositoryError as exc:
+        raise InvalidSubmissionError("repo", f"{repo}: {exc.message}") from exc
+    warnings = (f"{snapshot.root} has uncommitted changes; they are left alone and tonight's work "
+                f"starts from the last commit {snapshot.head[:10]}",) if snapshot.dirty else ()
+    limits = {"rounds": settings.patch_rounds, "candidates": settings.patch_candidates,
+              "wall_time_s": settings.patch_wall_time_s, "test_time_s": settings.patch_test_time_s,
+              "max_tokens": settings.patch_max_tokens}
+    ids = []
+    with session_scope(settings.database_url) as session:
+        for item in items:
+            task = store.create_task(session, TaskCreate(
+                kind=PATCH_KIND, model=model, owner=owner, priority=priority, deadline_at=deadline_at,
+                title=item.title[:200], max_attempts=settings.max_attempts,
+                input={"repository": repository.name, "repo_path": repository.path, "base": snapshot.head,
+                       "test_command": repository.test_command, "setup_command": repository.setup_command,
+                       "item": {"line_no": item.line_no, "title": item.title, "body": item.body,
+                                "slug": item.slug},
+                       "date": datetime.now().astimezone().date().isoformat(), "limits": limits}))
+            ids.append(task.id)
+    return TodoReceipt(tuple(ids), snapshot.head, warnings)

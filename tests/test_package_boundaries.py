@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ["jobs", "scheduler", "workers", "web", "rdma_loader", "nightshift"]
+PACKAGES = ["jobs", "jobs.patch", "scheduler", "workers", "web", "rdma_loader", "nightshift"]
 
 
 def test_import_contracts_hold():

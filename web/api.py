@@ -17,6 +17,8 @@ from scheduler.errors import SubmissionTooLargeError
 from scheduler.models import (
     Attempt,
     AttemptPublic,
+    Repository,
+    RepositoryPublic,
     BatchLine,
     LineStatus,
     Task,
@@ -26,7 +28,7 @@ from scheduler.models import (
     WorkerPublic,
 )
 from scheduler.settings import Settings
-from scheduler.submit import submit_batch
+from scheduler.submit import register_repository, submit_batch, submit_todo
 
 router = APIRouter(prefix="/api")
 
@@ -50,6 +52,7 @@ class BatchCreated(BaseModel):
 
 class TaskDetail(TaskPublic):
     attempts_detail: list[AttemptPublic]
+    checkpoint: dict[str, Any] | None
 
 
 class Status(BaseModel):
@@ -151,3 +154,47 @@ def status(request: Request) -> Status:
 def run_now(request: Request) -> dict[str, list[int]]:
     """Dispatch every queued task at once instead of waiting for the scheduler's next pass."""
     return {"dispatched": dispatch_queued(_settings(request), request.app.state.celery)}
+
+
+# --- repositories and TODO lists ------------------------------------------------------------------
+
+
+class RepositoryCreate(BaseModel):
+    name: str
+    source: str  # a local path or a git URL (cloned into the data directory)
+    test_command: str | None = None
+    setup_command: str | None = None
+
+
+class TodoCreate(BaseModel):
+    repo: str
+    model: str
+    text: str
+    priority: int = 0
+    owner: str = "local"
+    deadline: datetime | None = None
+
+
+class TodoCreated(BaseModel):
+    task_ids: list[int]
+    base: str
+    warnings: list[str]
+
+
+@router.post("/repos", status_code=201, response_model=RepositoryPublic)
+def create_repository(request: Request, body: RepositoryCreate) -> Any:
+    return register_repository(_settings(request), body.name, body.source,
+                               test_command=body.test_command, setup_command=body.setup_command)
+
+
+@router.get("/repos", response_model=list[RepositoryPublic])
+def list_repositories(request: Request) -> Any:
+    with session_scope(_settings(request).database_url) as session:
+        return list(session.exec(select(Repository).order_by(col(Repository.name))))
+
+
+@router.post("/todos", status_code=201, response_model=TodoCreated)
+def create_todo(request: Request, body: TodoCreate) -> TodoCreated:
+    receipt = submit_todo(_settings(request), body.text, repo=body.repo, model=body.model,
+                          owner=body.owner, priority=body.priority, deadline_at=body.deadline)
+    return TodoCreated(task_ids=list(receipt.task_ids), base=receipt.base, warnings=list(receipt.warnings))

@@ -11,10 +11,10 @@ import logging
 from celery import Celery
 from celery.signals import worker_ready, worker_shutdown
 
-from scheduler import QUEUE, TASK_RUN_BATCH, Settings, make_celery
+from scheduler import QUEUE, TASK_RUN_BATCH, TASK_RUN_PATCH, Settings, make_celery
 from workers.engine import EngineHolder, configure_cpu_backend
 from workers.presence import Presence
-from workers.tasks import WorkerContext, run_batch_task
+from workers.tasks import WorkerContext, run_batch_task, run_patch_task
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +26,10 @@ def create_worker_app(settings: Settings) -> tuple[Celery, WorkerContext]:
     @app.task(name=TASK_RUN_BATCH, acks_late=True, reject_on_worker_lost=True)
     def run_batch(task_id: int) -> dict:
         return run_batch_task(ctx, task_id)
+
+    @app.task(name=TASK_RUN_PATCH, acks_late=True, reject_on_worker_lost=True)
+    def run_patch(task_id: int) -> dict:
+        return run_patch_task(ctx, task_id)
 
     @worker_ready.connect(weak=False)
     def _ready(**_kwargs) -> None:

@@ -1,16 +1,27 @@
-"""Celery task bodies. Each receives a task id only and reads the rest from the database."""
+"""Celery task bodies. Each receives a task id only and reads the rest from the database.
+
+Both kinds share one frame (``_run_claimed``): claim the task, load the engine, run the
+job, record success or failure on the row. Only the middle differs.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from functools import partial
+from pathlib import Path
 from typing import Any
 
-from jobs import BatchRequest, EngineError, InvalidInputError, OutputLine, run_batch
+from jobs import BatchRequest, Engine, EngineError, InvalidInputError, OutputLine, run_batch
+from jobs.errors import SandboxUnavailableError
+from jobs.patch.loop import PatchLoop
+from jobs.patch.sandbox import BubblewrapSandbox, Sandbox, SandboxLimits
+from jobs.patch.state import PatchItem, PatchLimits, PatchState
 from scheduler import Settings, session_scope, store
-from scheduler.models import TaskStatus, WorkerState
+from scheduler.models import ArtifactKind, Task, TaskStatus, WorkerState
 from workers.engine import EngineHolder
 from workers.presence import Presence
 
@@ -24,52 +35,44 @@ class WorkerContext:
     settings: Settings
     holder: EngineHolder
     presence: Presence
+    sandbox_factory: Callable[[], Sandbox] = field(default=BubblewrapSandbox)
 
 
-def _save_lines(settings: Settings, task_id: int, lines: list[OutputLine]) -> None:
-    with session_scope(settings.database_url) as session:
-        store.record_lines(session, task_id, lines)
+@dataclass(frozen=True)
+class Outcome:
+    tokens_in: int
+    tokens_out: int
+    result: dict[str, Any] | None = None
+    summary: dict[str, Any] = field(default_factory=dict)
 
 
-def _load_batch(settings: Settings, task_id: int, worker: str) -> tuple[int, str, list[BatchRequest]] | None:
-    with session_scope(settings.database_url) as session:
-        attempt = store.claim_task(session, task_id, worker)
-        if attempt is None:
-            return None
-        model = store.get_task(session, task_id).model
-        requests = [
-            BatchRequest(line.line_no, line.custom_id, **json.loads(line.request))
-            for line in store.pending_lines(session, task_id)
-        ]
-    return attempt.id, model, requests
+JobBody = Callable[[WorkerContext, Task, Engine], Outcome]
 
 
-def run_batch_task(ctx: WorkerContext, task_id: int) -> dict[str, Any]:
+def _run_claimed(ctx: WorkerContext, task_id: int, body: JobBody) -> dict[str, Any]:
     settings = ctx.settings
-    loaded = _load_batch(settings, task_id, ctx.presence.name)
-    if loaded is None:  # redelivered after another worker took or finished it
+    with session_scope(settings.database_url) as session:
+        attempt = store.claim_task(session, task_id, ctx.presence.name)
+        task = store.get_task(session, task_id) if attempt else None
+    if attempt is None:  # redelivered after another worker took or finished it
         log.info("task %s is not claimable (finished or taken); skipping", task_id)
         return {"task_id": task_id, "skipped": True}
-    attempt_id, model, requests = loaded
-    log.info("task %s: %d pending requests for %s", task_id, len(requests), model)
     ctx.presence.set(state=WorkerState.LOADING, current_task_id=task_id)
     try:
-        engine = ctx.holder.engine_for(model)
-        ctx.presence.set(state=WorkerState.WORKING, resident_model=model)
-        summary = run_batch(engine, requests, batch_id=f"task-{task_id}", model=model,
-                            save=partial(_save_lines, settings, task_id),
-                            flush_s=settings.result_flush_s)
+        engine = ctx.holder.engine_for(task.model)
+        ctx.presence.set(state=WorkerState.WORKING, resident_model=task.model)
+        outcome = body(ctx, task, engine)
         with session_scope(settings.database_url) as session:
-            store.finish_task(session, task_id, attempt_id, summary.prompt_tokens,
-                              summary.completion_tokens)
-        return {"task_id": task_id, "succeeded": summary.succeeded, "failed": summary.failed}
+            store.finish_task(session, task_id, attempt.id, outcome.tokens_in, outcome.tokens_out,
+                              result=outcome.result)
+        return {"task_id": task_id, **outcome.summary}
     except InvalidInputError as exc:
-        status = _record_failure(settings, task_id, attempt_id, str(exc), retry=False)
+        status = _record_failure(settings, task_id, attempt.id, str(exc), retry=False)
     except Exception as exc:  # top of the task body: anything else is recorded and retried
         log.exception("task %s failed", task_id)
         if isinstance(exc, EngineError):
             ctx.holder.release()  # a failed engine is not reused
-        status = _record_failure(settings, task_id, attempt_id, f"{type(exc).__name__}: {exc}", retry=True)
+        status = _record_failure(settings, task_id, attempt.id, f"{type(exc).__name__}: {exc}", retry=True)
     finally:
         ctx.presence.set(state=WorkerState.IDLE, current_task_id=None,
                          resident_model=ctx.holder.resident_model)
@@ -79,3 +82,76 @@ def run_batch_task(ctx: WorkerContext, task_id: int) -> dict[str, Any]:
 def _record_failure(settings: Settings, task_id: int, attempt_id: int, error: str, *, retry: bool) -> TaskStatus:
     with session_scope(settings.database_url) as session:
         return store.fail_task(session, task_id, attempt_id, error, retry=retry)
+
+
+# --- batches --------------------------------------------------------------------------------------
+
+
+def _save_lines(settings: Settings, task_id: int, lines: list[OutputLine]) -> None:
+    with session_scope(settings.database_url) as session:
+        store.record_lines(session, task_id, lines)
+
+
+def _batch_body(ctx: WorkerContext, task: Task, engine: Engine) -> Outcome:
+    with session_scope(ctx.settings.database_url) as session:
+        requests = [BatchRequest(line.line_no, line.custom_id, **json.loads(line.request))
+                    for line in store.pending_lines(session, task.id)]
+    log.info("task %s: %d pending requests for %s", task.id, len(requests), task.model)
+    summary = run_batch(engine, requests, batch_id=f"task-{task.id}", model=task.model,
+                        save=partial(_save_lines, ctx.settings, task.id), flush_s=ctx.settings.result_flush_s)
+    return Outcome(summary.prompt_tokens, summary.completion_tokens,
+                   summary={"succeeded": summary.succeeded, "failed": summary.failed})
+
+
+def run_batch_task(ctx: WorkerContext, task_id: int) -> dict[str, Any]:
+    return _run_claimed(ctx, task_id, _batch_body)
+
+
+# --- patches --------------------------------------------------------------------------------------
+
+
+def _patch_item(inp: dict[str, Any]) -> tuple[PatchItem, PatchLimits]:
+    item = inp["item"]
+    lim = inp["limits"]
+    limits = PatchLimits(rounds=lim["rounds"], candidates=lim["candidates"], wall_time_s=lim["wall_time_s"],
+                         max_tokens=lim["max_tokens"], tests=SandboxLimits(wall_time_s=lim["test_time_s"]))
+    return PatchItem(repo=Path(inp["repo_path"]), base=inp["base"], title=item["title"], body=item["body"],
+                     slug=item["slug"], test_command=inp["test_command"], setup_command=inp["setup_command"],
+                     date=inp["date"]), limits
+
+
+def _save_checkpoint(settings: Settings, task_id: int, state: PatchState) -> None:
+    with session_scope(settings.database_url) as session:
+        store.save_checkpoint(session, task_id, state.model_dump(mode="json"))
+
+
+def _keep_patch(settings: Settings, task_id: int, diff: str) -> None:
+    relative = f"artifacts/{task_id}/patch.diff"
+    path = settings.data_dir / relative
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(diff)
+    data = diff.encode()
+    with session_scope(settings.database_url) as session:
+        store.add_artifact(session, task_id, ArtifactKind.PATCH, relative, len(data), hashlib.sha256(data).hexdigest())
+
+
+def _patch_body(ctx: WorkerContext, task: Task, engine: Engine) -> Outcome:
+    item, limits = _patch_item(task.input)
+    try:
+        sandbox = ctx.sandbox_factory()
+    except SandboxUnavailableError as exc:
+        state = PatchState(step="done", verdict="infrastructure error", reason=str(exc))
+    else:
+        state = PatchState.model_validate(task.checkpoint) if task.checkpoint else None
+        loop = PatchLoop(engine, sandbox, item, workspace=ctx.settings.data_dir / "worktrees" / f"task-{task.id}",
+                         limits=limits, state=state, save=partial(_save_checkpoint, ctx.settings, task.id))
+        state = loop.run()
+    if state.chosen is not None and state.verdict in ("fixed", "partial"):
+        _keep_patch(ctx.settings, task.id, state.candidates[state.chosen].diff)
+    result = state.model_dump(mode="json", exclude={"step"})
+    return Outcome(state.tokens_in, state.tokens_out, result=result,
+                   summary={"verdict": state.verdict, "branch": state.branch})
+
+
+def run_patch_task(ctx: WorkerContext, task_id: int) -> dict[str, Any]:
+    return _run_claimed(ctx, task_id, _patch_body)

@@ -127,8 +127,9 @@ def make_stack(tmp_path: Path, tiny_model: Path, broker_url: str | None) -> Stac
 def stack_factory(tmp_path, tiny_model):
     stacks: list[Stack] = []
 
-    def factory(broker_url: str | None = None) -> Stack:
+    def factory(broker_url: str | None = None, **env: str) -> Stack:
         stack = make_stack(tmp_path, tiny_model, broker_url)
+        stack.env.update(env)
         stacks.append(stack)
         stack.start("web")
         stack.wait_until("the API", lambda: _healthy(stack), timeout_s=60)
