@@ -1,6 +1,8 @@
 """The patch workload: a TODO item in, a tested patch on a branch out."""
 
-from jobs.patch.edits import ApplyResult, FileEdit, ParsedEdits, apply_edits, choose_edit_format, parse_edits
+from jobs.patch.apply import ApplyResult, apply_edits
+from jobs.patch.diffs import normalise_diff
+from jobs.patch.edits import FileEdit, ParsedEdits, choose_edit_format, parse_edits
 from jobs.patch.loop import PatchLoop
 from jobs.patch.repo import RepoSnapshot, inspect_repository
 from jobs.patch.sandbox import BubblewrapSandbox, Sandbox, SandboxLimits, SandboxResult
@@ -31,6 +33,7 @@ __all__ = [
     "detect_test_command",
     "inspect_repository",
     "newly_failing",
+    "normalise_diff",
     "parse_edits",
     "parse_todo",
     "run_tests",

@@ -15,7 +15,9 @@ from pathlib import Path
 
 from jobs.engine import Engine, GenerationRequest, GenerationResult, SamplingSpec
 from jobs.patch import prompts, repo
-from jobs.patch.edits import apply_edits, choose_edit_format, normalise_diff, parse_edits
+from jobs.patch.apply import apply_edits
+from jobs.patch.diffs import normalise_diff
+from jobs.patch.edits import choose_edit_format, parse_edits
 from jobs.patch.sandbox import Sandbox
 from jobs.patch.state import Candidate, PatchItem, PatchLimits, PatchState, TestSummary
 from jobs.patch.testrun import newly_failing, run_tests

@@ -12,7 +12,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from jobs.patch.edits import normalise_diff
+from jobs.patch.diffs import normalise_diff
 from jobs.patch.state import Candidate, TestSummary
 
 
