@@ -20,7 +20,7 @@ from jobs.patch.diffs import normalise_diff
 from jobs.patch.edits import choose_edit_format, parse_edits
 from jobs.patch.sandbox import Sandbox
 from jobs.patch.state import Candidate, PatchItem, PatchLimits, PatchState, TestSummary
-from jobs.patch.testrun import newly_failing, run_tests
+from jobs.patch.testrun import run_tests
 from jobs.patch.verdict import choose, passes, target_tests
 
 log = logging.getLogger(__name__)
@@ -151,7 +151,7 @@ class PatchLoop:
         finally:
             repo.remove_worktree(self.item.repo, tree)
         cand.tests = TestSummary.of(report)
-        cand.newly_failing = sorted(newly_failing(self._baseline_report(), report))
+        cand.newly_failing = sorted(report.failed - frozenset(self.state.baseline.failed))
         cand.fixed_targets = sorted(set(self.state.targets) - report.failed) if not report.timed_out else []
 
     def _critique(self) -> str:
@@ -194,14 +194,6 @@ class PatchLoop:
         finally:
             self.state.tests_s += time.monotonic() - started
 
-    def _baseline_report(self):
-        from jobs.patch.testrun import TestReport
-
-        b = self.state.baseline
-        return TestReport(command=self.item.test_command, exit_code=b.exit_code, timed_out=b.timed_out,
-                          failed=frozenset(b.failed), passed=frozenset(b.passed), output="",
-                          duration_s=b.duration_s)
-
     def _repeats_itself(self) -> bool:
         s = self.state
         earlier = {normalise_diff(c.diff) for c in s.candidates if c.round < s.round and c.applied}
@@ -209,8 +201,9 @@ class PatchLoop:
         return bool(now) and now <= earlier
 
     def _request(self, request_id: str, messages, n: int = 1, temperature: float = 0.8) -> GenerationRequest:
-        sampling = SamplingSpec(max_tokens=self.gen_tokens, temperature=temperature if n == 1 else max(temperature, 0.7),
-                                n=n, seed=None)
+        # several answers to one prompt are only different when sampled
+        sampling = SamplingSpec(max_tokens=self.gen_tokens, n=n,
+                                temperature=temperature if n == 1 else max(temperature, 0.7))
         return GenerationRequest(request_id, sampling, messages=messages)
 
     def _ask(self, requests: Sequence[GenerationRequest]) -> list[GenerationResult]:
