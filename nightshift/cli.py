@@ -183,6 +183,27 @@ def cmd_results(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_show(args: argparse.Namespace) -> int:
+    """One task: its state, and for a patch task the verdict, the branch and the chosen diff."""
+    from rich.syntax import Syntax
+
+    task = _client().task(args.task_id)
+    console.print(f"task {task['id']} ({task['kind']}, {task['model']}): {task['status']}, "
+                  f"attempt {task['attempts']}/{task['max_attempts']}; {task['title']}", markup=False)
+    if task["error"]:
+        err.print(f"error: {task['error']}", style="red", markup=False)
+    result = task.get("result") or {}
+    if task["kind"] == "patch" and result:
+        console.print(f"verdict: {result['verdict']} ({result['reason']})", markup=False)
+        console.print(f"branch: {result.get('branch') or '-'}; engine calls {result['engine_calls']}, "
+                      f"tokens {result['tokens_in']}+{result['tokens_out']}, "
+                      f"model {result['model_s']:.1f}s, tests {result['tests_s']:.1f}s", markup=False)
+        if result.get("chosen") is not None:
+            diff = result["candidates"][result["chosen"]]["diff"]
+            console.print(Syntax(diff, "diff", theme="ansi_dark", word_wrap=True))
+    return 0
+
+
 def cmd_run_now(_args: argparse.Namespace) -> int:
     sent = _client().run_now()["dispatched"]
     console.print(f"dispatched {len(sent)} task(s): {sent}" if sent else "nothing queued to dispatch")
@@ -245,6 +266,9 @@ def build_parser() -> argparse.ArgumentParser:
     results.add_argument("--wait", action="store_true", help="wait for the task to finish")
     results.set_defaults(func=cmd_results)
     sub.add_parser("run-now", help="dispatch queued work now").set_defaults(func=cmd_run_now)
+    show = sub.add_parser("show", help="one task; for a patch: verdict, branch and diff")
+    show.add_argument("task_id", type=int)
+    show.set_defaults(func=cmd_show)
 
     make = sub.add_parser("make-model", help="write a random Llama model (tests, benchmarks)")
     make.add_argument("directory", type=Path)

@@ -30,9 +30,10 @@ import selectors
 import shutil
 import signal
 import subprocess
+import sys
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, runtime_checkable
@@ -85,7 +86,13 @@ class Sandbox(Protocol):
 class BubblewrapSandbox:
     """The ``Sandbox`` on bubblewrap. See the module docstring for how each limit holds."""
 
-    def __init__(self, bwrap: str = "bwrap", env: Mapping[str, str] | None = None) -> None:
+    def __init__(self, bwrap: str = "bwrap", env: Mapping[str, str] | None = None,
+                 visible: Sequence[Path] | None = None) -> None:
+        # The private /tmp hides whatever the host keeps there; paths in ``visible`` (by default
+        # the worker's own Python environment, which may live in a checkout under /tmp) are
+        # bound back read-only so a test command can still use them.
+        self.visible = sorted({Path(p).resolve() for p in (visible if visible is not None
+                                                            else (sys.prefix, sys.base_prefix))})
         found = shutil.which(bwrap)
         if found is None:
             raise SandboxUnavailableError(
@@ -141,6 +148,7 @@ class BubblewrapSandbox:
         wd = str(workdir)
         return [
             self.bwrap, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp",
+            *[arg for p in self.visible if p.is_relative_to("/tmp") for arg in ("--ro-bind", str(p), str(p))],
             "--bind", wd, wd, "--chdir", wd,
             *self._namespace_flags(),
             "--", self.bash, "-c", LIMITS_SCRIPT, "nightshift-sandbox",

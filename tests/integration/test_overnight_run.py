@@ -66,7 +66,8 @@ def test_greedy_results_are_reproducible_across_workers(stack_factory):
 def test_worker_killed_mid_task_is_redelivered_and_completes_once(stack_factory):
     stack = stack_factory()
     stack.start_worker("w1")
-    lines = [batch_line(f"c{i}", f"tell a long story {i}", max_tokens=300, temperature=0)
+    # Lengths spread from 20 to 310 tokens, so requests finish (and are saved) step after step.
+    lines = [batch_line(f"c{i}", f"tell a long story {i}", max_tokens=20 + (i % 30) * 10, temperature=0)
              for i in range(300)]
     task_id = stack.submit(lines)["task_id"]
     stack.wait_until("some lines saved", lambda: stack.task(task_id)["progress_done"] > 0)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import sys
 
 import pytest
 
@@ -46,6 +47,9 @@ def test_random_model_ends_with_a_clean_verdict(stack_factory, sample):
     assert result["engine_calls"] >= 2 and result["tokens_out"] > 0
     assert _worktrees(sample) == [f"worktree {sample}"]
     assert not (stack.data_dir / "worktrees" / f"task-{task_id}").exists()
+    shown = subprocess.run([sys.executable, "-m", "nightshift", "show", str(task_id)], env=stack.env,
+                           capture_output=True, text=True, timeout=60)
+    assert f"verdict: {result['verdict']}" in shown.stdout, shown.stderr
 
 
 def test_worker_killed_between_steps_resumes_without_repeating_them(stack_factory, sample):

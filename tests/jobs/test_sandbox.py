@@ -197,3 +197,21 @@ def test_runs_leave_no_cgroup_behind(sandbox, workdir):
     parent = sandbox._pids_parent
     if parent is not None:  # as root; other users rely on RLIMIT_NPROC in the user namespace
         assert list(parent.glob(f"nightshift-sandbox-{os.getpid()}-*")) == []
+
+
+def test_host_tmp_is_hidden_except_paths_kept_visible_read_only(workdir):
+    require(shutil.which("bwrap") is not None, "bubblewrap is not installed (apt-get install bubblewrap)")
+    with tempfile.TemporaryDirectory(prefix="ns-visible-", dir="/tmp") as kept, \
+            tempfile.TemporaryDirectory(prefix="ns-hidden-", dir="/tmp") as hidden:
+        Path(kept, "tool").write_text("kept")
+        Path(hidden, "secret").write_text("s3cr3t")
+        box = BubblewrapSandbox(visible=[Path(kept)])
+        read = box.run(f"cat {kept}/tool; cat {hidden}/secret", workdir, QUICK)
+        write = box.run(f"echo x > {kept}/tool", workdir, QUICK)
+        assert "kept" in read.output and "s3cr3t" not in read.output
+        assert write.exit_code != 0 and Path(kept, "tool").read_text() == "kept"
+
+
+def test_the_workers_own_python_stays_usable_by_default(sandbox, workdir):
+    result = sandbox.run(f"{sys.executable} -c 'print(40 + 2)'", workdir, QUICK)
+    assert result.exit_code == 0 and "42" in result.output
