@@ -10,9 +10,8 @@ import pytest
 from jobs import FakeEngine
 from jobs.patch.loop import PatchLoop
 from jobs.patch.repo import git
-from jobs.patch.sandbox import BubblewrapSandbox, SandboxLimits
+from jobs.patch.sandbox import SandboxLimits
 from jobs.patch.state import PatchItem, PatchLimits, PatchState
-from tests.conftest import require
 from tests.jobs.patch_sample import (BREAKS_MUL, FIXED, HANGS, TEST_COMMAND, USELESS, make_sample_repo,
                                      script, whole_file)
 
@@ -20,14 +19,6 @@ from tests.jobs.patch_sample import (BREAKS_MUL, FIXED, HANGS, TEST_COMMAND, USE
 @pytest.fixture
 def sample(tmp_path):
     return make_sample_repo(tmp_path / "repo")
-
-
-@pytest.fixture(scope="module")
-def sandbox():
-    import shutil
-
-    require(shutil.which("bwrap") is not None, "bubblewrap is not installed (apt-get install bubblewrap)")
-    return BubblewrapSandbox()
 
 
 def _item(repo, title="Fix add so that test_add passes", slug="fix-add") -> PatchItem:

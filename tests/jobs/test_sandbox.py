@@ -25,12 +25,6 @@ PY = sys.executable  # the venv's python: readable inside, since the whole syste
 QUICK = SandboxLimits(wall_time_s=30)
 
 
-@pytest.fixture(scope="module")
-def sandbox() -> BubblewrapSandbox:
-    require(shutil.which("bwrap") is not None, "bubblewrap is not installed (apt-get install bubblewrap)")
-    return BubblewrapSandbox()
-
-
 @pytest.fixture
 def workdir(tmp_path: Path) -> Path:
     path = tmp_path / "work"

@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import json
-import shutil
 import sys
 from pathlib import Path
 
 import pytest
 
 from jobs.errors import RepositoryError
-from jobs.patch.sandbox import BubblewrapSandbox, SandboxLimits
+from jobs.patch.sandbox import SandboxLimits
 from jobs.patch.testrun import (CARGO, GO, MAKE, NPM, PYTEST, TIMEOUT_ID, detect_test_command,
                                 newly_failing, parse_test_ids, run_tests)
-from tests.conftest import require
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -38,12 +36,6 @@ def test_param(text):
 OK = "tests/test_sample.py::test_ok"
 BAD = "tests/test_sample.py::test_bad"
 PARAM = "tests/test_sample.py::test_param[a b - c]"
-
-
-@pytest.fixture(scope="module")
-def sandbox() -> BubblewrapSandbox:
-    require(shutil.which("bwrap") is not None, "bubblewrap is not installed (apt-get install bubblewrap)")
-    return BubblewrapSandbox()
 
 
 @pytest.fixture
