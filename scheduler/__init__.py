@@ -3,7 +3,6 @@
 from scheduler.celery_app import QUEUE, TASK_RUN_BATCH, TASK_RUN_PATCH, make_celery
 from scheduler.db import get_engine, session_scope
 from scheduler.errors import (
-    DispatchError,
     InvalidSubmissionError,
     NightshiftError,
     SubmissionTooLargeError,
@@ -17,7 +16,6 @@ __all__ = [
     "QUEUE",
     "TASK_RUN_BATCH",
     "TASK_RUN_PATCH",
-    "DispatchError",
     "InvalidSubmissionError",
     "ModelSpec",
     "NightshiftError",

@@ -43,7 +43,5 @@ def make_celery(settings: Settings) -> Celery:
         result_expires=7 * 24 * 3600,
         worker_hijack_root_logger=False,
         worker_send_task_events=False,
-        # The database, not Celery, is the source of truth for retries (see scheduler.store).
-        task_default_retry_delay=30,
     )
     return app

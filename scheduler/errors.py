@@ -4,8 +4,10 @@
     ├── InvalidSubmissionError       permanent: the user's input is wrong; names the field
     │   ├── UnknownModelError        the model alias is not in the catalog
     │   └── SubmissionTooLargeError  the upload is over the size or line limit
-    ├── TaskNotFoundError            permanent: no task with that id
-    └── DispatchError                transient: the broker did not take the task; retried
+    └── TaskNotFoundError            permanent: no task with that id
+
+A broker that refuses a task is not an error here: dispatch keeps the task queued and sends it
+on its next pass (scheduler.dispatch).
 """
 
 from __future__ import annotations
@@ -43,7 +45,3 @@ class TaskNotFoundError(NightshiftError):
     def __init__(self, task_id: int) -> None:
         super().__init__(f"no task with id {task_id}")
         self.task_id = task_id
-
-
-class DispatchError(NightshiftError):
-    """The broker refused or could not be reached; the task stays queued."""

@@ -51,8 +51,6 @@ class TaskStatus(StrEnum):
     CANCELLED = "cancelled"
 
 
-ACTIVE_STATUSES = (TaskStatus.QUEUED, TaskStatus.DISPATCHED, TaskStatus.RUNNING)
-
 
 class TaskBase(SQLModel):
     kind: str = Field(index=True)

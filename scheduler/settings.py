@@ -109,10 +109,6 @@ class Settings(BaseSettings):
         """Longer than the longest task, so a broker never redelivers a task that still runs."""
         return self.task_time_limit_s + 3600
 
-    @property
-    def artifacts_dir(self) -> Path:
-        return self.data_dir / "artifacts"
-
     @classmethod
     def settings_customise_sources(
         cls,
