@@ -67,7 +67,10 @@ def cmd_make_model(args: argparse.Namespace) -> int:
 
 
 def _client() -> Client:
-    return Client(get_settings().api_url)
+    settings = get_settings()
+    token_file = settings.data_dir / "api-token"
+    token = settings.api_token or (token_file.read_text().strip() if token_file.is_file() else "")
+    return Client(settings.api_url, token)
 
 
 def cmd_submit_batch(args: argparse.Namespace) -> int:

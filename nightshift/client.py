@@ -29,9 +29,10 @@ def _message(response: httpx.Response) -> str:
 
 
 class Client:
-    def __init__(self, base_url: str, timeout_s: float = 300.0) -> None:
+    def __init__(self, base_url: str, token: str = "", timeout_s: float = 300.0) -> None:
         self.base_url = base_url
-        self.http = httpx.Client(base_url=base_url, timeout=timeout_s)
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self.http = httpx.Client(base_url=base_url, timeout=timeout_s, headers=headers)
 
     def _call(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         try:
@@ -39,6 +40,9 @@ class Client:
         except httpx.ConnectError as exc:
             raise ApiError(f"Nightshift is not reachable at {self.base_url} ({exc}); start it "
                            "with 'make run' or set NIGHTSHIFT_API_URL") from exc
+        if response.status_code == 401:
+            raise ApiError("the API wants a token: set NIGHTSHIFT_API_TOKEN (create one on the API "
+                           "tokens page), or run the CLI where the web process keeps data_dir/api-token")
         if response.status_code >= 400:
             raise ApiError(_message(response))
         return response

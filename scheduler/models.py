@@ -52,6 +52,15 @@ class TaskStatus(StrEnum):
 
 
 
+class ReviewState(StrEnum):
+    """What the user decided about a finished task in the morning."""
+
+    PENDING = "pending"
+    ACCEPTED = "accepted"  # merged into a branch the user named, or the patch downloaded
+    REJECTED = "rejected"
+    REQUEUED = "requeued"  # a new task carries the item again, with the user's note
+
+
 class TaskBase(SQLModel):
     kind: str = Field(index=True)
     model: str
@@ -83,6 +92,12 @@ class Task(TaskBase, table=True):
     dispatched_at: datetime | None = _at()
     started_at: datetime | None = _at()
     finished_at: datetime | None = _at()
+    # The morning review (see ReviewState); a requeued task points at its successor.
+    review: ReviewState = Field(default=ReviewState.PENDING, index=True)
+    review_note: str | None = None
+    reviewed_at: datetime | None = _at()
+    merged_into: str | None = None
+    requeued_as: int | None = None
 
 
 class TaskPublic(TaskBase):
@@ -100,6 +115,11 @@ class TaskPublic(TaskBase):
     updated_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+    review: ReviewState
+    review_note: str | None
+    reviewed_at: datetime | None
+    merged_into: str | None
+    requeued_as: int | None
 
 
 # --- attempts ---------------------------------------------------------------------------------
@@ -240,3 +260,37 @@ class BatchLine(SQLModel, table=True):
     prompt_tokens: int = 0
     completion_tokens: int = 0
     finished_at: datetime | None = _at()
+
+
+# --- users and API tokens ---------------------------------------------------------------------
+
+
+class User(SQLModel, table=True):
+    """The person who logs in to the pages. The password is kept only as an Argon2id hash."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    username: str = Field(index=True, unique=True)
+    password_hash: str
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)
+
+
+class ApiToken(SQLModel, table=True):
+    """A bearer token for the CLI and scripts. Only its SHA-256 is stored; ``prefix`` (the
+    first characters) lets the user tell tokens apart."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str
+    prefix: str
+    token_sha256: str = Field(index=True, unique=True)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)
+    last_used_at: datetime | None = _at()
+    revoked_at: datetime | None = _at()
+
+
+class ApiTokenPublic(SQLModel):
+    id: int
+    name: str
+    prefix: str
+    created_at: datetime
+    last_used_at: datetime | None
+    revoked_at: datetime | None

@@ -52,6 +52,11 @@ class Settings(BaseSettings):
     api_host: str = "127.0.0.1"
     api_port: int = Field(default=8000, ge=1, le=65535)
     api_url: str = Field(default="", description="Where the CLI finds the API; from host/port if empty.")
+    api_token: str = Field(default="", description="The CLI's API token; read from data_dir/api-token "
+                           "(written by the web process) if empty.")
+    cookie_secure: bool = Field(default=False, description="Send the session cookie over HTTPS only "
+                                "(set it when a TLS proxy fronts the pages).")
+    session_max_age_s: int = Field(default=14 * 24 * 3600, gt=0)
 
     models: dict[str, ModelSpec] = Field(default_factory=dict)
     demo_model: bool = Field(default=True, description=f"Offer the generated '{DEMO_MODEL}' model.")

@@ -18,6 +18,7 @@ from sqlmodel import Session, col, select
 from jobs import OutputLine
 from scheduler.errors import TaskNotFoundError
 from scheduler.models import (
+    ApiToken,
     Artifact,
     ArtifactKind,
     Attempt,
@@ -26,9 +27,11 @@ from scheduler.models import (
     LineStatus,
     Repository,
     RepositoryBase,
+    ReviewState,
     Task,
     TaskCreate,
     TaskStatus,
+    User,
     Worker,
     WorkerState,
     utcnow,
@@ -278,3 +281,49 @@ def get_task(session: Session, task_id: int) -> Task:
     if task is None:
         raise TaskNotFoundError(task_id)
     return task
+
+
+# --- the morning review -----------------------------------------------------------------------
+
+
+def record_review(session: Session, task_id: int, review: ReviewState, *, note: str | None = None,
+                  merged_into: str | None = None, requeued_as: int | None = None) -> Task:
+    """The user's decision on a finished task; a later decision replaces an earlier one."""
+    task = get_task(session, task_id)
+    task.review, task.review_note, task.reviewed_at = review, note, utcnow()
+    task.merged_into, task.requeued_as = merged_into, requeued_as
+    task.updated_at = utcnow()
+    session.add(task)
+    return task
+
+
+# --- users and API tokens ---------------------------------------------------------------------
+
+
+def save_user(session: Session, username: str, password_hash: str) -> User:
+    """Create the user, or give an existing one a new password hash."""
+    user = session.exec(select(User).where(User.username == username)).first()
+    if user is None:
+        user = User(username=username, password_hash=password_hash)
+    user.password_hash = password_hash
+    session.add(user)
+    session.flush()
+    return user
+
+
+def add_api_token(session: Session, name: str, prefix: str, token_sha256: str) -> ApiToken:
+    token = ApiToken(name=name, prefix=prefix, token_sha256=token_sha256)
+    session.add(token)
+    session.flush()
+    return token
+
+
+def touch_api_token(session: Session, token_id: int) -> None:
+    session.execute(sa.update(ApiToken).where(col(ApiToken.id) == token_id).values(last_used_at=utcnow()))
+
+
+def revoke_api_token(session: Session, token_id: int) -> bool:
+    """False if there is no such token or it was already revoked."""
+    stmt = (sa.update(ApiToken).where(col(ApiToken.id) == token_id, col(ApiToken.revoked_at).is_(None))
+            .values(revoked_at=utcnow()))
+    return session.execute(stmt).rowcount == 1

@@ -1,26 +1,39 @@
-"""The JSON API. The CLI uses exactly these routes; the pages (issue 4) will too."""
+"""The JSON API. The CLI uses exactly these routes, and the pages do the same things through
+the same scheduler functions. Every route needs a token or a logged-in session (web.auth)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import date, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, File, Form, HTTPException, Query, Request, UploadFile
-from fastapi.responses import StreamingResponse
-from pydantic import BaseModel
+from fastapi import (
+    APIRouter,
+    Depends,
+    File,
+    Form,
+    HTTPException,
+    Query,
+    Request,
+    UploadFile,
+)
+from fastapi.responses import FileResponse, StreamingResponse
+from pydantic import BaseModel, Field
 from sqlmodel import col, func, select
 
-from scheduler import session_scope, store
+from scheduler import review, session_scope, store
 from scheduler.dispatch import dispatch_queued
 from scheduler.errors import SubmissionTooLargeError
 from scheduler.models import (
+    ApiToken,
+    ApiTokenPublic,
     Attempt,
     AttemptPublic,
-    Repository,
-    RepositoryPublic,
     BatchLine,
     LineStatus,
+    Repository,
+    RepositoryPublic,
+    ReviewState,
     Task,
     TaskPublic,
     TaskStatus,
@@ -28,9 +41,16 @@ from scheduler.models import (
     WorkerPublic,
 )
 from scheduler.settings import Settings
-from scheduler.submit import register_repository, submit_batch, submit_todo
+from scheduler.submit import (
+    register_repository,
+    resolve_model,
+    submit_batch,
+    submit_todo,
+)
+from web import views
+from web.auth import create_api_token, require_api
 
-router = APIRouter(prefix="/api")
+router = APIRouter(prefix="/api", dependencies=[Depends(require_api)])
 
 
 def _settings(request: Request) -> Settings:
@@ -61,7 +81,7 @@ class Status(BaseModel):
     models: list[str]
 
 
-async def _read_limited(upload: UploadFile, limit: int) -> bytes:
+async def read_limited(upload: UploadFile, limit: int) -> bytes:
     chunks, size = [], 0
     while chunk := await upload.read(1 << 20):
         size += len(chunk)
@@ -84,7 +104,7 @@ async def create_batch(
     title: Annotated[str, Form()] = "",
 ) -> BatchCreated:
     settings = _settings(request)
-    data = await _read_limited(file, settings.max_batch_bytes)
+    data = await read_limited(file, settings.max_batch_bytes)
     receipt = submit_batch(settings, data, model=model, owner=owner, priority=priority,
                            deadline_at=deadline, title=title or (file.filename or ""))
     rejected = [RejectedLine(line=e.line_no, custom_id=e.custom_id, code=e.code, message=e.message)
@@ -198,3 +218,134 @@ def create_todo(request: Request, body: TodoCreate) -> TodoCreated:
     receipt = submit_todo(_settings(request), body.text, repo=body.repo, model=body.model,
                           owner=body.owner, priority=body.priority, deadline_at=body.deadline)
     return TodoCreated(task_ids=list(receipt.task_ids), base=receipt.base, warnings=list(receipt.warnings))
+
+
+# --- the morning review -----------------------------------------------------------------------
+
+
+class AcceptBody(BaseModel):
+    into: str = Field(description="The branch to merge into; created if it does not exist.")
+
+
+class NoteBody(BaseModel):
+    note: str = ""
+
+
+class Accepted(BaseModel):
+    task_id: int
+    branch: str
+    into: str
+    commit: str
+
+
+@router.get("/review", response_model=views.ReviewPage)
+def review_list(
+    request: Request,
+    night: date | None = None,
+    review: ReviewState | None = None,
+    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+) -> views.ReviewPage:
+    """Finished tasks, newest first; ``night`` (YYYY-MM-DD) keeps one night, noon to noon."""
+    with session_scope(_settings(request).database_url) as session:
+        return views.review_page(session, night, review, offset, limit)
+
+
+@router.post("/tasks/{task_id}/accept", response_model=Accepted)
+def accept_task(request: Request, task_id: int, body: AcceptBody) -> Accepted:
+    merged = review.accept(_settings(request), task_id, body.into)
+    return Accepted(task_id=merged.task_id, branch=merged.branch, into=merged.into, commit=merged.commit)
+
+
+@router.post("/tasks/{task_id}/reject", response_model=TaskPublic)
+def reject_task(request: Request, task_id: int, body: NoteBody) -> Any:
+    return review.reject(_settings(request), task_id, body.note)
+
+
+@router.post("/tasks/{task_id}/requeue", status_code=201)
+def requeue_task(request: Request, task_id: int, body: NoteBody) -> dict[str, int]:
+    return {"task_id": review.requeue(_settings(request), task_id, body.note)}
+
+
+@router.get("/tasks/{task_id}/patch.diff")
+def download_patch(request: Request, task_id: int) -> FileResponse:
+    try:
+        path = review.patch_file(_settings(request), task_id)
+    except FileNotFoundError as exc:
+        raise HTTPException(404, f"task {task_id} kept no patch") from exc
+    return FileResponse(path, media_type="text/x-diff", filename=f"task-{task_id}.patch")
+
+
+@router.get("/files/{relative:path}")
+def download_file(request: Request, relative: str) -> FileResponse:
+    """A file Nightshift wrote under its data directory's ``artifacts/`` (patches, inputs).
+    Anything that resolves elsewhere (``../``, symlinks) is a 404."""
+    settings = _settings(request)
+    try:
+        path = review.inside_data_dir(settings, f"artifacts/{relative}")
+        if not path.is_relative_to((settings.data_dir / "artifacts").resolve()):
+            raise FileNotFoundError(relative)
+    except FileNotFoundError as exc:
+        raise HTTPException(404, f"no file {relative!r}") from exc
+    return FileResponse(path)
+
+
+# --- tonight, the estimate and the night report -----------------------------------------------
+
+
+@router.get("/tonight", response_model=views.Tonight)
+def tonight(request: Request) -> views.Tonight:
+    settings = _settings(request)
+    with session_scope(settings.database_url) as session:
+        return views.tonight(session, settings)
+
+
+@router.get("/estimate", response_model=views.Estimate)
+def estimate(
+    request: Request,
+    model: str,
+    kind: Annotated[str, Query(pattern="^(batch|patch)$")] = "patch",
+    priority: int = 0,
+    tasks: Annotated[int, Query(ge=0, le=100_000)] = 1,
+) -> views.Estimate:
+    """When work submitted now would be done, before submitting it."""
+    settings = _settings(request)
+    resolve_model(settings, model)
+    with session_scope(settings.database_url) as session:
+        return views.estimate(session, kind, model, priority, tasks)
+
+
+@router.get("/nights/{night}", response_model=views.NightReport)
+def night_report(request: Request, night: date) -> views.NightReport:
+    with session_scope(_settings(request).database_url) as session:
+        return views.night_report(session, night)
+
+
+# --- API tokens -------------------------------------------------------------------------------
+
+
+class TokenCreate(BaseModel):
+    name: str = Field(min_length=1, max_length=100)
+
+
+class TokenCreated(ApiTokenPublic):
+    token: str = Field(description="Shown once; only its hash is kept.")
+
+
+@router.get("/tokens", response_model=list[ApiTokenPublic])
+def list_tokens(request: Request) -> Any:
+    with session_scope(_settings(request).database_url) as session:
+        return list(session.exec(select(ApiToken).order_by(col(ApiToken.id))))
+
+
+@router.post("/tokens", status_code=201, response_model=TokenCreated)
+def create_token(request: Request, body: TokenCreate) -> TokenCreated:
+    row, plain = create_api_token(_settings(request), body.name)
+    return TokenCreated(**row.model_dump(), token=plain)
+
+
+@router.delete("/tokens/{token_id}", status_code=204)
+def revoke_token(request: Request, token_id: int) -> None:
+    with session_scope(_settings(request).database_url) as session:
+        if not store.revoke_api_token(session, token_id):
+            raise HTTPException(404, f"no active token with id {token_id}")

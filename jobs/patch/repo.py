@@ -107,6 +107,70 @@ def commit_to_branch(repo: Path, workspace: Path, base: str, diff: str, branch: 
     return name
 
 
+def _checked_out_at(repo: Path, branch: str) -> Path | None:
+    """The worktree (the user's own checkout included) that has ``branch`` checked out."""
+    path = None
+    for line in git(repo, "worktree", "list", "--porcelain").splitlines():
+        if line.startswith("worktree "):
+            path = Path(line.removeprefix("worktree "))
+        elif line == f"branch refs/heads/{branch}":
+            return path
+    return None
+
+
+def _tip(repo: Path, branch: str) -> str:
+    return git(repo, "rev-parse", "--verify", "-q", f"refs/heads/{branch}", check=False).strip()
+
+
+def merge_branch(repo: Path, branch: str, into: str, message: str) -> str:
+    """Merge ``branch`` into the local branch ``into`` and return ``into``'s new commit.
+
+    A missing ``into`` is created at ``branch``. Where ``into`` is checked out (the user's own
+    checkout, say ``main``), the merge happens there so the files follow, and only when that
+    checkout has no uncommitted changes. Elsewhere the merge is computed without a working tree
+    (``git merge-tree``) and the branch moved only if nobody moved it meanwhile. Conflicts
+    leave everything as it was."""
+    if git(repo, "check-ref-format", "--branch", into, check=False).strip() != into:
+        raise RepositoryError("into", f"{into!r} is not a valid branch name")
+    source = _tip(repo, branch)
+    if not source:
+        raise RepositoryError("branch", f"branch {branch} no longer exists in {repo}")
+    target = _tip(repo, into)
+    if not target:
+        git(repo, "branch", into, source)
+        return source
+    if subprocess.run(["git", "merge-base", "--is-ancestor", source, target], cwd=repo).returncode == 0:
+        return target  # already merged
+    checkout = _checked_out_at(repo, into)
+    if checkout is not None:
+        return _merge_in_checkout(checkout, branch, into, message)
+    proc = subprocess.run(["git", "merge-tree", "--write-tree", "--name-only", target, source],
+                          cwd=repo, capture_output=True, text=True, timeout=300)
+    if proc.returncode == 1:
+        files = [f for f in proc.stdout.splitlines()[1:] if f and not f.startswith(("Auto-merging", "CONFLICT"))]
+        raise RepositoryError("into", f"{branch} conflicts with {into} in {', '.join(files[:10])}; "
+                              "merge it by hand or choose another branch")
+    if proc.returncode != 0:
+        raise GitError(["merge-tree", target, source], proc.stderr)
+    tree = proc.stdout.splitlines()[0]
+    commit = git(repo, "commit-tree", tree, "-p", target, "-p", source, "-m", message).strip()
+    git(repo, "update-ref", f"refs/heads/{into}", commit, target)
+    return commit
+
+
+def _merge_in_checkout(checkout: Path, branch: str, into: str, message: str) -> str:
+    if git(checkout, "status", "--porcelain", "--untracked-files=no").strip():
+        raise RepositoryError("into", f"{into} is checked out in {checkout} with uncommitted changes; "
+                              "commit or stash them first, or merge into another branch")
+    proc = subprocess.run(["git", *_GIT_IDENTITY, "merge", "--no-ff", "--no-edit", "-m", message, branch],
+                          cwd=checkout, capture_output=True, text=True, timeout=300)
+    if proc.returncode != 0:
+        git(checkout, "merge", "--abort", check=False)
+        raise RepositoryError("into", f"{branch} does not merge cleanly into {into}: "
+                              f"{(proc.stdout + proc.stderr).strip()[-400:]}")
+    return git(checkout, "rev-parse", "HEAD").strip()
+
+
 _WORDS = re.compile(r"[A-Za-z_][A-Za-z0-9_]{2,}")
 
 

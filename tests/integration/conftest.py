@@ -28,7 +28,10 @@ class Stack:
 
     @property
     def api(self) -> httpx.Client:
-        return httpx.Client(base_url=self.env["NIGHTSHIFT_API_URL"], timeout=30)
+        """The API as the local CLI reaches it: with the token the web process wrote."""
+        token_file = self.data_dir / "api-token"
+        headers = {"Authorization": f"Bearer {token_file.read_text().strip()}"} if token_file.is_file() else {}
+        return httpx.Client(base_url=self.env["NIGHTSHIFT_API_URL"], timeout=30, headers=headers)
 
     def start(self, service: str, name: str | None = None, **env: str) -> subprocess.Popen:
         name = name or service

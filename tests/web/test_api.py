@@ -1,19 +1,11 @@
 import json
 
 import pytest
-from fastapi.testclient import TestClient
 
 from jobs import FakeEngine, run_batch
 from jobs.batch import BatchRequest
 from scheduler import session_scope, store
 from tests.conftest import batch_line
-from web import create_app
-
-
-@pytest.fixture
-def client(settings):
-    with TestClient(create_app(settings)) as c:
-        yield c
 
 
 def _upload(client, data: bytes, **form):

@@ -3,16 +3,8 @@
 import subprocess
 
 import pytest
-from fastapi.testclient import TestClient
 
 from tests.jobs.patch_sample import TEST_COMMAND, make_sample_repo
-from web import create_app
-
-
-@pytest.fixture
-def client(settings):
-    with TestClient(create_app(settings)) as c:
-        yield c
 
 
 @pytest.fixture

@@ -1,37 +1,15 @@
 """The batch task body on a real database, with a scripted engine in place of vLLM."""
 
 import json
-from dataclasses import dataclass, field
-
 import pytest
 
-from jobs import FakeEngine, InvalidInputError
+from jobs import InvalidInputError
 from scheduler import session_scope, store
 from scheduler.models import TaskStatus
 from scheduler.submit import submit_batch
 from tests.conftest import batch_line
+from tests.scripted import ScriptedHolder
 from workers import Presence, WorkerContext, run_batch_task
-
-
-@dataclass
-class ScriptedHolder:
-    """Stands in for workers.engine.EngineHolder: vLLM is tested in tests/integration."""
-
-    engine: FakeEngine = field(default_factory=FakeEngine)
-    unknown: bool = False
-    released: int = 0
-
-    @property
-    def resident_model(self):
-        return self.engine.model_name
-
-    def engine_for(self, alias):
-        if self.unknown:
-            raise InvalidInputError("model", f"this worker has no model {alias!r}")
-        return self.engine
-
-    def release(self):
-        self.released += 1
 
 
 @pytest.fixture

@@ -1,0 +1,127 @@
+"""The morning: the review list, one item's page with its actions, and the night report."""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Form, Request
+from fastapi.responses import RedirectResponse, Response
+from sqlmodel import col, select
+
+from scheduler import InvalidSubmissionError, TaskNotFoundError, review, session_scope, store
+from scheduler.models import Attempt, ReviewState, Task
+from scheduler.settings import Settings
+from web import views
+from web.auth import require_page
+from web.templating import PYGMENTS_CSS, duration, render
+
+router = APIRouter(include_in_schema=False, dependencies=[Depends(require_page)])
+PAGE_SIZE = 50
+CHART_WIDTH = 900
+
+
+def _settings(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+@router.get("/review")
+def review_list(request: Request, night: date | None = None, state: ReviewState | None = None,
+                page: int = 1) -> Response:
+    settings = _settings(request)
+    page = max(page, 1)
+    with session_scope(settings.database_url) as session:
+        night = night or views.latest_night(session)
+        data = views.review_page(session, night, state, (page - 1) * PAGE_SIZE, PAGE_SIZE)
+    pages = max(1, -(-data.total // PAGE_SIZE))
+    return render(request, "review.html", data=data, state=state, page=page, pages=pages)
+
+
+def _item(settings: Settings, task_id: int) -> dict[str, Any]:
+    with session_scope(settings.database_url) as session:
+        task = store.get_task(session, task_id)
+        attempts = session.exec(select(Attempt).where(Attempt.task_id == task_id)
+                                .order_by(col(Attempt.number))).all()
+        return {"task": task.model_dump(), "attempts": [a.model_dump() for a in attempts]}
+
+
+def _render_item(request: Request, task_id: int, status_code: int = 200, **extra: Any) -> Response:
+    try:
+        item = _item(_settings(request), task_id)
+    except TaskNotFoundError:
+        return render(request, "not_found.html", status_code=404, what=f"task {task_id}")
+    result = item["task"]["result"] or {}
+    candidates = result.get("candidates") or []
+    chosen = result.get("chosen")
+    runners_up = [c for c in candidates if c.get("applied") and c.get("index") != chosen][:5]
+    return render(request, "item.html", status_code=status_code, **item, result=result,
+                  chosen=candidates[chosen] if chosen is not None and chosen < len(candidates) else None,
+                  runners_up=runners_up, pygments_css=PYGMENTS_CSS, **extra)
+
+
+@router.get("/review/{task_id}")
+def review_item(request: Request, task_id: int, done: str = "") -> Response:
+    return _render_item(request, task_id, done=done)
+
+
+@router.post("/review/{task_id}/accept")
+def accept(request: Request, task_id: int, into: Annotated[str, Form()] = "") -> Response:
+    try:
+        merged = review.accept(_settings(request), task_id, into)
+    except InvalidSubmissionError as exc:
+        return _render_item(request, task_id, 422, errors={"into": exc.message}, into=into)
+    return RedirectResponse(f"/review/{task_id}?done=merged+into+{merged.into}+at+{merged.commit[:10]}", 303)
+
+
+@router.post("/review/{task_id}/reject")
+def reject(request: Request, task_id: int, note: Annotated[str, Form()] = "") -> Response:
+    try:
+        review.reject(_settings(request), task_id, note)
+    except InvalidSubmissionError as exc:
+        return _render_item(request, task_id, 422, errors={"note": exc.message}, note=note)
+    return RedirectResponse(f"/review/{task_id}?done=rejected", 303)
+
+
+@router.post("/review/{task_id}/requeue")
+def requeue(request: Request, task_id: int, note: Annotated[str, Form()] = "") -> Response:
+    try:
+        new_id = review.requeue(_settings(request), task_id, note)
+    except InvalidSubmissionError as exc:
+        return _render_item(request, task_id, 422, errors={"note": exc.message}, note=note)
+    return RedirectResponse(f"/review/{task_id}?done=requeued+as+task+{new_id}", 303)
+
+
+# --- the night report ---------------------------------------------------------------------------
+
+
+@router.get("/nights")
+def latest_report(request: Request) -> Response:
+    with session_scope(_settings(request).database_url) as session:
+        night = views.latest_night(session)
+    return RedirectResponse(f"/nights/{night.isoformat()}" if night else "/nights/none", 303)
+
+
+@router.get("/nights/none")
+def no_report(request: Request) -> Response:
+    return render(request, "report.html", report=None, chart=None)
+
+
+def _chart(report: views.NightReport) -> dict[str, Any]:
+    """Geometry of the timeline, drawn as SVG by the template: a row per worker, a bar per
+    attempt, coloured by how it ended."""
+    span = max((b.end_s for b in report.bars), default=0) or 1
+    rows = {w: i for i, w in enumerate(report.workers)}
+    bars = [{"x": 120 + b.start_s / span * CHART_WIDTH, "w": max((b.end_s - b.start_s) / span * CHART_WIDTH, 1.5),
+             "y": 20 + rows[b.worker] * 28, "bar": b} for b in report.bars]
+    ticks = [{"x": 120 + i / 4 * CHART_WIDTH, "label": duration(span * i / 4)} for i in range(5)]
+    return {"bars": bars, "rows": rows, "height": 40 + len(rows) * 28, "width": CHART_WIDTH + 140,
+            "ticks": ticks}
+
+
+@router.get("/nights/{night}")
+def report(request: Request, night: date) -> Response:
+    with session_scope(_settings(request).database_url) as session:
+        data = views.night_report(session, night)
+        tasks = {t.id: t.title for t in session.exec(select(Task).where(
+            col(Task.id).in_({b.task_id for b in data.bars})))}
+    return render(request, "report.html", report=data, chart=_chart(data), titles=tasks)

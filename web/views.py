@@ -1,0 +1,245 @@
+"""What the pages and the JSON API show, computed once for both: the queue and tonight's
+estimate, the live state of the night, the morning review list and the night report.
+
+Every query here is bounded (paged, or limited to one night), so the pages stay fast however
+long the history grows.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections import defaultdict
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
+
+from pydantic import BaseModel
+from sqlmodel import Session, col, func, select
+
+from scheduler.models import (
+    Attempt,
+    ReviewState,
+    Task,
+    TaskStatus,
+    Worker,
+    WorkerPublic,
+    WorkerState,
+    utcnow,
+)
+from scheduler.settings import Settings
+
+FINISHED = (TaskStatus.SUCCEEDED, TaskStatus.FAILED, TaskStatus.CANCELLED)
+ACTIVE = (TaskStatus.DISPATCHED, TaskStatus.RUNNING)
+# A night runs from noon to noon, local time: work started at 02:00 belongs to the evening before.
+NIGHT_STARTS = time(12, 0)
+HISTORY_FOR_ESTIMATES = 50
+
+
+def local_zone():
+    return datetime.now().astimezone().tzinfo
+
+
+def night_of(at: datetime) -> date:
+    local = at.astimezone(local_zone())
+    return local.date() if local.time() >= NIGHT_STARTS else local.date() - timedelta(days=1)
+
+
+def night_bounds(night: date) -> tuple[datetime, datetime]:
+    start = datetime.combine(night, NIGHT_STARTS, tzinfo=local_zone()).astimezone(UTC)
+    end = datetime.combine(night + timedelta(days=1), NIGHT_STARTS, tzinfo=local_zone()).astimezone(UTC)
+    return start, end
+
+
+# --- the queue and tonight's estimate ---------------------------------------------------------
+
+
+class Estimate(BaseModel):
+    queued_ahead: int
+    running: int
+    workers: int
+    seconds_per_task: float | None  # median of recent finished tasks of this kind and model
+    finish_at: datetime | None  # None: no worker, or no history to estimate from
+    basis: str  # how the estimate was made, in words
+
+
+def _median_seconds(session: Session, kind: str, model: str) -> float | None:
+    rows = session.exec(
+        select(Task.started_at, Task.finished_at)
+        .where(Task.kind == kind, Task.model == model, Task.status == TaskStatus.SUCCEEDED,
+               col(Task.started_at).is_not(None), col(Task.finished_at).is_not(None))
+        .order_by(col(Task.id).desc()).limit(HISTORY_FOR_ESTIMATES)).all()
+    spans = [(end - start).total_seconds() for start, end in rows]
+    return statistics.median(spans) if spans else None
+
+
+def estimate(session: Session, kind: str, model: str, priority: int, new_tasks: int) -> Estimate:
+    """When work submitted now would be done: the tasks ahead of it (same or higher priority),
+    plus its own, at the median pace of recent tasks of its kind and model, over the workers."""
+    ahead = session.exec(select(func.count()).select_from(Task).where(
+        Task.status == TaskStatus.QUEUED, Task.priority >= priority)).one()
+    running = session.exec(select(func.count()).select_from(Task).where(col(Task.status).in_(ACTIVE))).one()
+    workers = session.exec(select(func.count()).select_from(Worker).where(
+        col(Worker.state).not_in([WorkerState.STOPPED, WorkerState.LOST]))).one()
+    pace = _median_seconds(session, kind, model)
+    if not workers or pace is None:
+        basis = "no worker is connected" if not workers else f"no finished {kind} task on {model} yet"
+        return Estimate(queued_ahead=ahead, running=running, workers=workers, seconds_per_task=pace,
+                        finish_at=None, basis=basis)
+    total_s = pace * (ahead + running + max(new_tasks, 1)) / workers
+    return Estimate(queued_ahead=ahead, running=running, workers=workers, seconds_per_task=pace,
+                    finish_at=utcnow() + timedelta(seconds=total_s),
+                    basis=f"median of the last {HISTORY_FOR_ESTIMATES} {kind} tasks on {model}: "
+                          f"{pace:.0f} s each, {workers} worker(s)")
+
+
+# --- tonight ------------------------------------------------------------------------------------
+
+
+class RunningTask(BaseModel):
+    id: int
+    kind: str
+    title: str
+    model: str
+    status: TaskStatus
+    worker_name: str | None
+    progress_done: int
+    progress_total: int
+    started_at: datetime | None
+
+
+class Tonight(BaseModel):
+    queue: dict[str, int]
+    workers: list[WorkerPublic]
+    running: list[RunningTask]
+    next_up: list[RunningTask]
+    window: dict[str, Any]
+
+
+def window_state(settings: Settings) -> dict[str, Any]:
+    """The night window as the pages show it. Without configured windows the scheduler
+    dispatches at once, so the window is always open."""
+    return {"open": True, "text": "open: queued work is dispatched at once"}
+
+
+def tonight(session: Session, settings: Settings, next_limit: int = 20) -> Tonight:
+    counts = dict(session.exec(select(Task.status, func.count()).group_by(Task.status)).all())
+    workers = session.exec(select(Worker).order_by(col(Worker.name))).all()
+    running = session.exec(select(Task).where(col(Task.status).in_(ACTIVE)).order_by(col(Task.id))).all()
+    queued = session.exec(select(Task).where(Task.status == TaskStatus.QUEUED)
+                          .order_by(col(Task.priority).desc(), col(Task.created_at), col(Task.id))
+                          .limit(next_limit)).all()
+    return Tonight(
+        queue={s.value: counts.get(s, 0) for s in TaskStatus},
+        workers=[WorkerPublic.model_validate(w) for w in workers],
+        running=[RunningTask.model_validate(t, from_attributes=True) for t in running],
+        next_up=[RunningTask.model_validate(t, from_attributes=True) for t in queued],
+        window=window_state(settings),
+    )
+
+
+# --- the morning review -----------------------------------------------------------------------
+
+
+class ReviewItem(BaseModel):
+    id: int
+    kind: str
+    title: str
+    model: str
+    status: TaskStatus
+    verdict: str | None
+    reason: str
+    branch: str | None
+    review: ReviewState
+    finished_at: datetime | None
+    tokens_out: int
+
+
+class ReviewPage(BaseModel):
+    night: date | None
+    items: list[ReviewItem]
+    total: int
+    offset: int
+    limit: int
+
+
+def _review_item(task: Task) -> ReviewItem:
+    result = task.result or {}
+    verdict = result.get("verdict") or (task.status.value if task.kind != "patch" else None)
+    reason = result.get("reason") or task.error or ""
+    if task.kind == "batch" and "succeeded" in result:
+        reason = reason or f"{result['succeeded']} lines succeeded, {result.get('failed', 0)} failed"
+    return ReviewItem(id=task.id, kind=task.kind, title=task.title, model=task.model, status=task.status,
+                      verdict=verdict, reason=reason, branch=result.get("branch"), review=task.review,
+                      finished_at=task.finished_at, tokens_out=int(result.get("tokens_out") or 0))
+
+
+def review_page(session: Session, night: date | None, review: ReviewState | None,
+                offset: int = 0, limit: int = 50) -> ReviewPage:
+    """Finished tasks, newest first: one night's (noon to noon) or all, one page at a time."""
+    where = [col(Task.status).in_(FINISHED)]
+    if night is not None:
+        start, end = night_bounds(night)
+        where += [col(Task.finished_at) >= start, col(Task.finished_at) < end]
+    if review is not None:
+        where.append(Task.review == review)
+    total = session.exec(select(func.count()).select_from(Task).where(*where)).one()
+    tasks = session.exec(select(Task).where(*where).order_by(col(Task.finished_at).desc(), col(Task.id).desc())
+                         .offset(offset).limit(limit)).all()
+    return ReviewPage(night=night, items=[_review_item(t) for t in tasks], total=total, offset=offset, limit=limit)
+
+
+def latest_night(session: Session) -> date | None:
+    last = session.exec(select(func.max(Task.finished_at)).where(col(Task.status).in_(FINISHED))).one()
+    return night_of(last) if last else None
+
+
+# --- the night report ---------------------------------------------------------------------------
+
+
+class Bar(BaseModel):
+    worker: str
+    task_id: int
+    kind: str  # "attempt" now; swaps and suspensions arrive with the night window (issue 6)
+    status: str
+    start_s: float  # seconds after the night's first event
+    end_s: float
+    tokens_out: int
+
+
+class NightReport(BaseModel):
+    night: date
+    started_at: datetime | None
+    ended_at: datetime | None
+    workers: list[str]
+    bars: list[Bar]
+    tasks_finished: int
+    attempts: int
+    worker_hours: float
+    tokens_out: int
+    tokens_per_s: float | None
+    energy: str
+
+
+def night_report(session: Session, night: date) -> NightReport:
+    start, end = night_bounds(night)
+    attempts = session.exec(select(Attempt).where(col(Attempt.started_at) >= start, col(Attempt.started_at) < end)
+                            .order_by(col(Attempt.started_at))).all()
+    finished = session.exec(select(func.count()).select_from(Task).where(
+        col(Task.status).in_(FINISHED), col(Task.finished_at) >= start, col(Task.finished_at) < end)).one()
+    now = utcnow()
+    first = attempts[0].started_at if attempts else None
+    last = max(((a.ended_at or now) for a in attempts), default=None)
+    bars, busy = [], defaultdict(float)
+    for a in attempts:
+        stop = a.ended_at or now
+        busy[a.worker_name] += (stop - a.started_at).total_seconds()
+        bars.append(Bar(worker=a.worker_name, task_id=a.task_id, kind="attempt", status=a.status.value,
+                        start_s=(a.started_at - first).total_seconds(), end_s=(stop - first).total_seconds(),
+                        tokens_out=a.tokens_out))
+    tokens = sum(a.tokens_out for a in attempts)
+    busy_s = sum(busy.values())
+    return NightReport(
+        night=night, started_at=first, ended_at=last, workers=sorted(busy), bars=bars,
+        tasks_finished=finished, attempts=len(attempts), worker_hours=busy_s / 3600, tokens_out=tokens,
+        tokens_per_s=tokens / busy_s if busy_s else None,
+        energy="not measured on these workers (no NVML energy counter)",
+    )
