@@ -108,8 +108,11 @@ def _evening(request: Request, status_code: int = 200, **forms: Any) -> Response
     with session_scope(settings.database_url) as session:
         repos = [r.model_dump() for r in session.exec(select(Repository).order_by(col(Repository.name)))]
         tonight = views.tonight(session, settings, next_limit=5)
+    names = {f"todo-{r['name']}" for r in repos}
+    orphans = [msg for key, form in forms.items() if key.startswith("todo-") and key not in names
+               for msg in form["errors"].values()]  # e.g. a repository removed since the page loaded
     return render(request, "evening.html", status_code=status_code, repos=repos, models=sorted(settings.models),
-                  tonight=tonight, forms=forms)
+                  tonight=tonight, forms=forms, orphans=orphans)
 
 
 def _failed(form: str, values: dict[str, Any], exc: InvalidSubmissionError | InvalidInputError) -> dict:

@@ -48,7 +48,7 @@ def highlight_diff(diff: str) -> Markup:
 templates.env.filters.update(local_time=local_time, duration=duration, diff=highlight_diff)
 
 
-def render(request: Request, name: str, status_code: int = 200, **context: Any) -> HTMLResponse:
+def render(request: Request, template: str, status_code: int = 200, **context: Any) -> HTMLResponse:
     context.update(user=request.session.get("user"), csrf=csrf_token(request), csrf_field=CSRF_FIELD,
                    csrf_header=CSRF_HEADER)
-    return templates.TemplateResponse(request, name, context, status_code=status_code)
+    return templates.TemplateResponse(request, template, context, status_code=status_code)

@@ -130,7 +130,7 @@ def merge_branch(repo: Path, branch: str, into: str, message: str) -> str:
     checkout has no uncommitted changes. Elsewhere the merge is computed without a working tree
     (``git merge-tree``) and the branch moved only if nobody moved it meanwhile. Conflicts
     leave everything as it was."""
-    if git(repo, "check-ref-format", "--branch", into, check=False).strip() != into:
+    if not into or git(repo, "check-ref-format", "--branch", into, check=False).strip() != into:
         raise RepositoryError("into", f"{into!r} is not a valid branch name")
     source = _tip(repo, branch)
     if not source:
