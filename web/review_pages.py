@@ -26,12 +26,15 @@ def _settings(request: Request) -> Settings:
 
 
 @router.get("/review")
-def review_list(request: Request, night: date | None = None, state: ReviewState | None = None,
-                page: int = 1) -> Response:
+def review_list(request: Request, night: str = "", state: ReviewState | None = None, page: int = 1) -> Response:
     settings = _settings(request)
     page = max(page, 1)
+    try:
+        chosen = date.fromisoformat(night) if night.strip() else None
+    except ValueError:
+        return render(request, "not_found.html", status_code=422, what=f"night {night!r} (write YYYY-MM-DD)")
     with session_scope(settings.database_url) as session:
-        night = night or views.latest_night(session)
+        night = chosen or views.latest_night(session)
         data = views.review_page(session, night, state, (page - 1) * PAGE_SIZE, PAGE_SIZE)
     pages = max(1, -(-data.total // PAGE_SIZE))
     return render(request, "review.html", data=data, state=state, page=page, pages=pages)
@@ -106,13 +109,18 @@ def no_report(request: Request) -> Response:
     return render(request, "report.html", report=None, chart=None)
 
 
-def _chart(report: views.NightReport) -> dict[str, Any]:
+COLOURS = {"succeeded": "#3d9a62", "failed": "#c4453c", "lost": "#c4453c", "running": "#2f5dd0"}
+
+
+def _chart(report: views.NightReport, titles: dict[int, str]) -> dict[str, Any]:
     """Geometry of the timeline, drawn as SVG by the template: a row per worker, a bar per
     attempt, coloured by how it ended."""
     span = max((b.end_s for b in report.bars), default=0) or 1
     rows = {w: i for i, w in enumerate(report.workers)}
-    bars = [{"x": 120 + b.start_s / span * CHART_WIDTH, "w": max((b.end_s - b.start_s) / span * CHART_WIDTH, 1.5),
-             "y": 20 + rows[b.worker] * 28, "bar": b} for b in report.bars]
+    bars = [{"x": f"{120 + b.start_s / span * CHART_WIDTH:.1f}", "y": 20 + rows[b.worker] * 28,
+             "w": f"{max((b.end_s - b.start_s) / span * CHART_WIDTH, 1.5):.1f}", "fill": COLOURS.get(b.status, "#8a93a6"),
+             "title": f"task {b.task_id} {titles.get(b.task_id, '')}: {b.status}, {duration(b.end_s - b.start_s)}, "
+                      f"{b.tokens_out} tokens"} for b in report.bars]
     ticks = [{"x": 120 + i / 4 * CHART_WIDTH, "label": duration(span * i / 4)} for i in range(5)]
     return {"bars": bars, "rows": rows, "height": 40 + len(rows) * 28, "width": CHART_WIDTH + 140,
             "ticks": ticks}
@@ -122,6 +130,6 @@ def _chart(report: views.NightReport) -> dict[str, Any]:
 def report(request: Request, night: date) -> Response:
     with session_scope(_settings(request).database_url) as session:
         data = views.night_report(session, night)
-        tasks = {t.id: t.title for t in session.exec(select(Task).where(
-            col(Task.id).in_({b.task_id for b in data.bars})))}
-    return render(request, "report.html", report=data, chart=_chart(data), titles=tasks)
+        tasks = dict(session.exec(select(Task.id, Task.title).where(
+            col(Task.id).in_({b.task_id for b in data.bars}))).all())
+    return render(request, "report.html", report=data, chart=_chart(data, tasks))
