@@ -15,6 +15,7 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeE
 from rich.table import Table
 
 from nightshift.client import ApiError, Client
+from nightshift.morning import add_commands
 from scheduler.settings import get_settings
 
 console = Console(soft_wrap=True)
@@ -213,6 +214,26 @@ def cmd_run_now(_args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_password(args: argparse.Namespace) -> int:
+    """Set (or reset) the login's password directly in the database, for first start without a
+    browser at hand or a forgotten password."""
+    import getpass
+
+    from web.auth import set_password
+
+    password = getpass.getpass("new password: ")
+    if password != getpass.getpass("again: "):
+        err.print("the two passwords differ", style="red")
+        return 1
+    try:
+        set_password(get_settings(), args.username, password)
+    except ValueError as exc:
+        err.print(str(exc), style="red", markup=False)
+        return 1
+    console.print(f"password set for {args.username}")
+    return 0
+
+
 # --- parser ---------------------------------------------------------------------------------
 
 
@@ -272,6 +293,11 @@ def build_parser() -> argparse.ArgumentParser:
     show = sub.add_parser("show", help="one task; for a patch: verdict, branch and diff")
     show.add_argument("task_id", type=int)
     show.set_defaults(func=cmd_show)
+
+    add_commands(sub, lambda command: lambda args: command(_client(), args))
+    password = sub.add_parser("password", help="set the web login's password (on the server)")
+    password.add_argument("--username", default="admin")
+    password.set_defaults(func=cmd_password)
 
     make = sub.add_parser("make-model", help="write a random Llama model (tests, benchmarks)")
     make.add_argument("directory", type=Path)

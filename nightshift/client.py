@@ -82,3 +82,27 @@ class Client:
                 yield response
         except httpx.ConnectError as exc:
             raise ApiError(f"Nightshift is not reachable at {self.base_url} ({exc})") from exc
+
+    # --- the morning review -------------------------------------------------------------------
+
+    def review(self, night: str | None = None, state: str | None = None, limit: int = 50) -> dict[str, Any]:
+        params = {k: v for k, v in {"night": night, "review": state, "limit": limit}.items() if v}
+        return self._call("GET", "/api/review", params=params).json()
+
+    def accept(self, task_id: int, into: str) -> dict[str, Any]:
+        return self._call("POST", f"/api/tasks/{task_id}/accept", json={"into": into}).json()
+
+    def reject(self, task_id: int, note: str) -> dict[str, Any]:
+        return self._call("POST", f"/api/tasks/{task_id}/reject", json={"note": note}).json()
+
+    def requeue(self, task_id: int, note: str) -> dict[str, Any]:
+        return self._call("POST", f"/api/tasks/{task_id}/requeue", json={"note": note}).json()
+
+    def patch(self, task_id: int) -> str:
+        return self._call("GET", f"/api/tasks/{task_id}/patch.diff").text
+
+    def night_report(self, night: str) -> dict[str, Any]:
+        return self._call("GET", f"/api/nights/{night}").json()
+
+    def create_token(self, name: str) -> dict[str, Any]:
+        return self._call("POST", "/api/tokens", json={"name": name}).json()

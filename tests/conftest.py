@@ -3,16 +3,20 @@ generated model, free loopback ports and a real redis-server."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from scheduler.settings import ModelSpec, Settings
@@ -131,3 +135,35 @@ def postgres_url(postgres_server: str) -> str:
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
     return f"{postgres_server}/{name}"
+
+
+WEB_MODELS = {"tiny": {"source": "/models/not-loaded-without-a-worker", "max_model_len": TINY_MAX_LEN}}
+
+
+@pytest.fixture
+def web_server(tmp_path):
+    """`nightshift web` as a user starts it, on a free loopback port, with no worker: tests run
+    the night in-process. Yields its URL and the settings of its data directory."""
+    data, port = tmp_path / "data", free_port()
+    env = {**os.environ, "NIGHTSHIFT_DATA_DIR": str(data), "NIGHTSHIFT_API_PORT": str(port),
+           "NIGHTSHIFT_DEMO_MODEL": "false", "NIGHTSHIFT_MODELS": json.dumps(WEB_MODELS),
+           "NIGHTSHIFT_CONFIG": str(tmp_path / "nightshift.toml")}
+    (tmp_path / "nightshift.toml").write_text("")
+    log = (tmp_path / "web.log").open("wb")
+    proc = subprocess.Popen([sys.executable, "-m", "nightshift", "web"], env=env, stdout=log,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if httpx.get(f"{url}/healthz").status_code == 200:
+                break
+        except httpx.TransportError:
+            pass
+        if time.monotonic() > deadline or proc.poll() is not None:
+            pytest.fail(f"the web process did not start:\n{(tmp_path / 'web.log').read_text()}")
+        time.sleep(0.2)
+    settings = Settings(data_dir=data, demo_model=False, models={k: ModelSpec(**v) for k, v in WEB_MODELS.items()})
+    yield url, settings
+    os.killpg(proc.pid, signal.SIGTERM)
+    proc.wait(timeout=30)

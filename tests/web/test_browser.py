@@ -5,22 +5,15 @@ branch merged) and reject another. Screenshots of every page go to test-artifact
 
 from __future__ import annotations
 
-import json
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
-import httpx
 import pytest
 from sqlmodel import select
 
 from jobs.patch.repo import git
-from scheduler import ModelSpec, Settings, session_scope
+from scheduler import session_scope
 from scheduler.models import Task
-from tests.conftest import free_port, require
+from tests.conftest import require
 from tests.jobs.patch_sample import FIXED, TEST_COMMAND, make_sample_repo, script, whole_file
 from tests.scripted import run_patch_night
 
@@ -29,35 +22,6 @@ pytestmark = pytest.mark.slow
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 SHOTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "screenshots"
 PASSWORD = "a long night ahead"
-MODELS = {"tiny": {"source": "/models/not-loaded-in-this-test", "max_model_len": 1024}}
-
-
-@pytest.fixture
-def server(tmp_path):
-    """`nightshift web` as a user starts it, on a free loopback port."""
-    data, port = tmp_path / "data", free_port()
-    env = {**os.environ, "NIGHTSHIFT_DATA_DIR": str(data), "NIGHTSHIFT_API_PORT": str(port),
-           "NIGHTSHIFT_DEMO_MODEL": "false", "NIGHTSHIFT_MODELS": json.dumps(MODELS),
-           "NIGHTSHIFT_CONFIG": str(tmp_path / "nightshift.toml")}
-    (tmp_path / "nightshift.toml").write_text("")
-    log = (tmp_path / "web.log").open("wb")
-    proc = subprocess.Popen([sys.executable, "-m", "nightshift", "web"], env=env, stdout=log,
-                            stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            if httpx.get(f"{url}/healthz").status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        if time.monotonic() > deadline or proc.poll() is not None:
-            pytest.fail(f"the web process did not start:\n{(tmp_path / 'web.log').read_text()}")
-        time.sleep(0.2)
-    settings = Settings(data_dir=data, demo_model=False, models={k: ModelSpec(**v) for k, v in MODELS.items()})
-    yield url, settings
-    os.killpg(proc.pid, signal.SIGTERM)
-    proc.wait(timeout=30)
 
 
 @pytest.fixture
@@ -107,10 +71,10 @@ def _fill(driver, element_id: str, text: str) -> None:
     field.send_keys(text)
 
 
-def test_a_night_from_first_start_to_morning_review(server, chrome, tmp_path):
+def test_a_night_from_first_start_to_morning_review(web_server, chrome, tmp_path):
     from selenium.webdriver.common.by import By
 
-    url, settings = server
+    url, settings = web_server
     repo = make_sample_repo(tmp_path / "sample")
     code = (settings.data_dir / "setup-code").read_text().strip()
 
