@@ -6,8 +6,6 @@ import shutil
 import subprocess
 import sys
 
-import pytest
-
 from jobs.patch.repo import git
 from tests.conftest import require
 from tests.jobs.patch_sample import FIXED, TEST_COMMAND, make_sample_repo, script, whole_file

@@ -1,7 +1,5 @@
 import json
 
-import pytest
-
 from jobs import FakeEngine, run_batch
 from jobs.batch import BatchRequest
 from scheduler import session_scope, store
