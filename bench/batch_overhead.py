@@ -182,6 +182,7 @@ class NightshiftSystem:
             self.proc = subprocess.Popen([sys.executable, "-m", "nightshift", "run"], env=env, cwd=ROOT,
                                          stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         self.api = httpx.Client(base_url=f"http://127.0.0.1:{env['NIGHTSHIFT_API_PORT']}", timeout=300)
+        self.token_file = Path(env["NIGHTSHIFT_DATA_DIR"]) / "api-token"  # written by the web process
 
     def wait_until(self, what: str, check, timeout_s: float, poll_s: float):
         deadline = time.monotonic() + timeout_s
@@ -196,9 +197,12 @@ class NightshiftSystem:
 
     def healthy(self) -> bool:
         try:
-            return self.api.get("/healthz").status_code == 200
+            up = self.api.get("/healthz").status_code == 200
         except httpx.TransportError:
             return False
+        if up:  # from now on, call the API as the local CLI does
+            self.api.headers["Authorization"] = f"Bearer {self.token_file.read_text().strip()}"
+        return up
 
     def submit(self, data: bytes, run_now: bool) -> int:
         resp = self.api.post("/api/batches", files={"file": ("bench.jsonl", data)}, data={"model": MODEL_ALIAS})

@@ -31,7 +31,9 @@ def _wait_for_worker(env: dict, launcher: subprocess.Popen) -> None:
     while time.monotonic() < deadline:
         assert launcher.poll() is None, "nightshift run exited early"
         try:
-            workers = httpx.get(f"{env['NIGHTSHIFT_API_URL']}/api/status").json()["workers"]
+            token = Path(env["NIGHTSHIFT_DATA_DIR"], "api-token")  # as the local CLI reads it
+            headers = {"Authorization": f"Bearer {token.read_text().strip()}"} if token.is_file() else {}
+            workers = httpx.get(f"{env['NIGHTSHIFT_API_URL']}/api/status", headers=headers).json()["workers"]
             if any(w["state"] == "idle" for w in workers):
                 return
         except httpx.TransportError:
