@@ -87,3 +87,39 @@ def test_run_now_dispatches_queued_tasks(client):
 def test_openapi_schema_documents_the_routes(client):
     paths = client.get("/openapi.json").json()["paths"]
     assert {"/api/batches", "/api/tasks", "/api/status", "/api/run-now"} <= set(paths)
+
+
+def test_tonight_lists_the_queue_and_next_tasks(client):
+    _upload(client, _jsonl(batch_line("a")), title="first")
+    body = client.get("/api/tonight").json()
+    assert body["queue"]["queued"] == 1 and body["next_up"][0]["title"] == "first"
+    assert body["window"]["open"] is True and body["workers"] == [] and body["running"] == []
+
+
+def test_estimate_needs_history_and_workers_and_names_bad_input(client):
+    est = client.get("/api/estimate", params={"model": "tiny", "kind": "batch", "tasks": 1}).json()
+    assert est["finish_at"] is None and est["basis"] == "no worker is connected"
+    assert client.get("/api/estimate", params={"model": "nope"}).json()["detail"]["field"] == "model"
+    assert client.get("/api/estimate", params={"model": "tiny", "kind": "lessons"}).status_code == 422
+    assert client.get("/api/estimate", params={"model": "tiny", "tasks": -1}).status_code == 422
+
+
+def test_review_and_report_refuse_a_bad_night(client):
+    assert client.get("/api/review", params={"night": "last tuesday"}).status_code == 422
+    assert client.get("/api/review", params={"review": "maybe"}).status_code == 422
+    assert client.get("/api/nights/2026-13-01").status_code == 422
+    assert client.get("/api/review").json() == {"night": None, "items": [], "total": 0, "offset": 0, "limit": 50}
+
+
+def test_token_names_are_checked(client):
+    assert client.post("/api/tokens", json={"name": ""}).status_code == 422
+    assert client.post("/api/tokens", json={"name": "x" * 101}).status_code == 422
+    assert client.delete("/api/tokens/999").status_code == 404
+
+
+def test_a_batch_task_cannot_be_merged_or_requeued(client):
+    task_id = _upload(client, _jsonl(batch_line("a"))).json()["task_id"]
+    for action, body in (("accept", {"into": "main"}), ("requeue", {"note": "again"})):
+        resp = client.post(f"/api/tasks/{task_id}/{action}", json=body)
+        assert resp.status_code == 422 and "only TODO items" in resp.json()["detail"]["message"]
+    assert client.get(f"/api/tasks/{task_id}/patch.diff").status_code == 404

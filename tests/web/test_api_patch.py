@@ -89,3 +89,12 @@ def test_dirty_working_tree_is_snapshotted_at_head_and_left_alone(client, sample
     head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=sample, capture_output=True, text=True).stdout.strip()
     assert resp.json()["base"] == head
     assert (sample / "calc.py").read_text() == "# my unsaved work\n"
+
+
+def test_a_bad_ready_by_time_is_refused(client, sample):
+    _register(client, sample)
+    for deadline, field in (("tomorrow", "deadline"), ("2001-01-01T07:00:00+00:00", "deadline")):
+        resp = client.post("/api/todos", json={"repo": "sample", "model": "tiny", "text": "- a", "deadline": deadline})
+        assert resp.status_code == 422, resp.text
+        detail = resp.json()["detail"]
+        assert (detail["field"] if isinstance(detail, dict) else detail[0]["loc"][-1]) == field
