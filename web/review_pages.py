@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import date
 from typing import Annotated, Any
+from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import RedirectResponse, Response
@@ -67,31 +69,39 @@ def review_item(request: Request, task_id: int, done: str = "") -> Response:
     return _render_item(request, task_id, done=done)
 
 
+def _act(request: Request, task_id: int, form: dict[str, str], action: Callable[[], str]) -> Response:
+    """Run a review action; on bad input show the item again with the error next to the field
+    and the user's text kept, else come back to the item saying what was done."""
+    try:
+        done = action()
+    except InvalidSubmissionError as exc:
+        field = exc.field if exc.field in form else next(iter(form))
+        return _render_item(request, task_id, 422, errors={field: exc.message}, **form)
+    return RedirectResponse(f"/review/{task_id}?done={quote(done)}", 303)
+
+
 @router.post("/review/{task_id}/accept")
 def accept(request: Request, task_id: int, into: Annotated[str, Form()] = "") -> Response:
-    try:
+    def merge() -> str:
         merged = review.accept(_settings(request), task_id, into)
-    except InvalidSubmissionError as exc:
-        return _render_item(request, task_id, 422, errors={"into": exc.message}, into=into)
-    return RedirectResponse(f"/review/{task_id}?done=merged+into+{merged.into}+at+{merged.commit[:10]}", 303)
+        return f"merged into {merged.into} at {merged.commit[:10]}"
+
+    return _act(request, task_id, {"into": into}, merge)
 
 
 @router.post("/review/{task_id}/reject")
 def reject(request: Request, task_id: int, note: Annotated[str, Form()] = "") -> Response:
-    try:
+    def mark() -> str:
         review.reject(_settings(request), task_id, note)
-    except InvalidSubmissionError as exc:
-        return _render_item(request, task_id, 422, errors={"note": exc.message}, note=note)
-    return RedirectResponse(f"/review/{task_id}?done=rejected", 303)
+        return "rejected"
+
+    return _act(request, task_id, {"note": note}, mark)
 
 
 @router.post("/review/{task_id}/requeue")
 def requeue(request: Request, task_id: int, note: Annotated[str, Form()] = "") -> Response:
-    try:
-        new_id = review.requeue(_settings(request), task_id, note)
-    except InvalidSubmissionError as exc:
-        return _render_item(request, task_id, 422, errors={"note": exc.message}, note=note)
-    return RedirectResponse(f"/review/{task_id}?done=requeued+as+task+{new_id}", 303)
+    return _act(request, task_id, {"note": note},
+                lambda: f"requeued as task {review.requeue(_settings(request), task_id, note)}")
 
 
 # --- the night report ---------------------------------------------------------------------------
