@@ -91,7 +91,7 @@ class Task(TaskBase, table=True):
     updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)
     dispatched_at: datetime | None = _at()
     started_at: datetime | None = _at()
-    finished_at: datetime | None = _at()
+    finished_at: datetime | None = _at(index=True)  # the review lists a night's work by it
     # The morning review (see ReviewState); a requeued task points at its successor.
     review: ReviewState = Field(default=ReviewState.PENDING, index=True)
     review_note: str | None = None
@@ -138,7 +138,7 @@ class Attempt(SQLModel, table=True):
     number: int
     worker_name: str
     status: AttemptStatus = AttemptStatus.RUNNING
-    started_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)
+    started_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False, index=True)
     ended_at: datetime | None = _at()
     tokens_in: int = 0
     tokens_out: int = 0
