@@ -133,9 +133,11 @@ def cmd_status(_args: argparse.Namespace) -> int:
     status, tasks = client.status(), client.tasks(limit=20)
     queue = ", ".join(f"{k} {v}" for k, v in status["queue"].items() if v)
     console.print(f"queue: {queue or 'empty'}")
+    console.print(f"window: {_window_line(status)}", markup=False)
     workers = Table("worker", "state", "model", "task", "heartbeat (UTC)", title="workers")
     for w in status["workers"]:
-        workers.add_row(w["name"], w["state"], w["resident_model"] or "-",
+        state = w["state"] + (f" ({w['state_reason']})" if w.get("state_reason") else "")
+        workers.add_row(w["name"], state, w["resident_model"] or "-",
                         str(w["current_task_id"] or "-"), w["heartbeat_at"][11:19])
     console.print(workers)
     table = Table("id", "kind", "model", "status", "progress", "attempts", "title", title="tasks")
@@ -208,8 +210,19 @@ def cmd_show(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_run_now(_args: argparse.Namespace) -> int:
-    sent = _client().run_now()["dispatched"]
+def _window_line(status: dict) -> str:
+    if status.get("always_open"):
+        return "always open (always_open = true)"
+    opened = [f"{w['scope']} open until {w['closes_at'][:16]} UTC ({w['reason']})"
+              for w in status.get("windows", [])]
+    return "; ".join(opened) or "closed (nightshift run-now opens it)"
+
+
+def cmd_run_now(args: argparse.Namespace) -> int:
+    reply = _client().run_now(args.duration)
+    if reply.get("window"):
+        console.print(f"window open until {reply['window']['closes_at'][:16]} UTC", markup=False)
+    sent = reply["dispatched"]
     console.print(f"dispatched {len(sent)} task(s): {sent}" if sent else "nothing queued to dispatch")
     return 0
 
@@ -289,7 +302,10 @@ def build_parser() -> argparse.ArgumentParser:
     results.add_argument("--errors", type=Path, help="default: OUTPUT with .errors.jsonl")
     results.add_argument("--wait", action="store_true", help="wait for the task to finish")
     results.set_defaults(func=cmd_results)
-    sub.add_parser("run-now", help="dispatch queued work now").set_defaults(func=cmd_run_now)
+    run_now = sub.add_parser("run-now", help="open the night window now and dispatch queued work")
+    run_now.add_argument("--for", dest="duration", help="how long, e.g. 90m or 2h "
+                         "(default: until the next scheduled close)")
+    run_now.set_defaults(func=cmd_run_now)
     show = sub.add_parser("show", help="one task; for a patch: verdict, branch and diff")
     show.add_argument("task_id", type=int)
     show.set_defaults(func=cmd_show)

@@ -69,8 +69,8 @@ class Client:
     def task(self, task_id: int) -> dict[str, Any]:
         return self._call("GET", f"/api/tasks/{task_id}").json()
 
-    def run_now(self) -> dict[str, Any]:
-        return self._call("POST", "/api/run-now").json()
+    def run_now(self, duration: str | None = None) -> dict[str, Any]:
+        return self._call("POST", "/api/run-now", json={"duration": duration}).json()
 
     @contextmanager
     def stream_lines(self, task_id: int, kind: str) -> Iterator[httpx.Response]:

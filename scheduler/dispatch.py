@@ -15,6 +15,7 @@ from scheduler import store
 from scheduler.celery_app import TASK_RUN_BATCH, TASK_RUN_PATCH
 from scheduler.db import session_scope
 from scheduler.models import utcnow
+from scheduler.night import is_window_open
 from scheduler.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -23,7 +24,10 @@ TASK_NAMES = {"batch": TASK_RUN_BATCH, "patch": TASK_RUN_PATCH}
 
 
 def dispatch_queued(settings: Settings, app: Celery, limit: int = 100) -> list[int]:
-    """Send every queued task (highest priority first) to the workers. Returns their ids."""
+    """Send every queued task (highest priority first) to the workers. Returns their ids.
+    Nothing is sent while no night window is open: tasks wait in the database, not the broker."""
+    if not is_window_open(settings):
+        return []
     with session_scope(settings.database_url) as session:
         candidates = [(t.id, t.kind) for t in store.queued_tasks(session, limit)]
     sent: list[int] = []

@@ -3,7 +3,8 @@
     NightshiftError                  root of every error Nightshift raises on purpose
     ├── InvalidSubmissionError       permanent: the user's input is wrong; names the field
     │   ├── UnknownModelError        the model alias is not in the catalog
-    │   └── SubmissionTooLargeError  the upload is over the size or line limit
+    │   ├── SubmissionTooLargeError  the upload is over the size or line limit
+    │   └── WindowConfigError        a night window, duration or deadline is not usable
     └── TaskNotFoundError            permanent: no task with that id
 
 A broker that refuses a task is not an error here: dispatch keeps the task queued and sends it
@@ -45,3 +46,7 @@ class TaskNotFoundError(NightshiftError):
     def __init__(self, task_id: int) -> None:
         super().__init__(f"no task with id {task_id}")
         self.task_id = task_id
+
+
+class WindowConfigError(InvalidSubmissionError):
+    """A bad night window setting (cron line, time, zone, zero length) or run-now duration."""

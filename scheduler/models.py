@@ -130,6 +130,7 @@ class AttemptStatus(StrEnum):
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     LOST = "lost"  # the worker vanished (killed, crashed, stopped heartbeating)
+    YIELDED = "yielded"  # gave the task back (window closed, owner needed the GPU); not a failure
 
 
 class Attempt(SQLModel, table=True):
@@ -143,6 +144,8 @@ class Attempt(SQLModel, table=True):
     tokens_in: int = 0
     tokens_out: int = 0
     error: str | None = None
+    energy_j: float | None = None
+    energy_method: str | None = Field(default=None, description="nvml-counter, power-integral or unavailable.")
 
 
 class AttemptPublic(SQLModel):
@@ -154,6 +157,8 @@ class AttemptPublic(SQLModel):
     tokens_in: int
     tokens_out: int
     error: str | None
+    energy_j: float | None = None
+    energy_method: str | None = None
 
 
 # --- artifacts --------------------------------------------------------------------------------
@@ -206,6 +211,9 @@ class WorkerState(StrEnum):
     WORKING = "working"
     STOPPED = "stopped"
     LOST = "lost"
+    SUSPENDED = "suspended"  # holds a task but gave the GPU back to its owner
+    OWNER_ACTIVE = "owner-active"  # the owner uses the machine; no task is started
+    OUTSIDE_WINDOW = "outside-window"  # no night window is open for this worker
 
 
 class WorkerBase(SQLModel):
@@ -217,6 +225,7 @@ class WorkerBase(SQLModel):
     current_task_id: int | None = None
     heartbeat_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)
     started_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)
+    state_reason: str | None = Field(default=None, description="Why suspended / owner-active.")
 
 
 class Worker(WorkerBase, table=True):
@@ -232,6 +241,7 @@ class WorkerPublic(SQLModel):
     current_task_id: int | None
     heartbeat_at: datetime
     started_at: datetime
+    state_reason: str | None = None
 
 
 # --- batch lines ------------------------------------------------------------------------------
@@ -294,3 +304,26 @@ class ApiTokenPublic(SQLModel):
     created_at: datetime
     last_used_at: datetime | None
     revoked_at: datetime | None
+
+
+# --- night windows ----------------------------------------------------------------------------
+
+
+class NightWindow(SQLModel, table=True):
+    """One opening of a night window. Open while ``closed_at`` is empty and ``closes_at`` lies
+    ahead, so a window whose closing job never ran (scheduler down) still ends on time."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    scope: str = Field(index=True, description="'*' for every worker, else one worker's name.")
+    reason: str = Field(description="schedule or run-now.")
+    opened_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)
+    closes_at: datetime = Field(sa_type=UTCDateTime, nullable=False)
+    closed_at: datetime | None = _at()
+
+
+class NightWindowPublic(SQLModel):
+    scope: str
+    reason: str
+    opened_at: datetime
+    closes_at: datetime
+    closed_at: datetime | None

@@ -15,7 +15,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 DEMO_MODEL = "tiny-random"
@@ -32,6 +32,54 @@ class ModelSpec(BaseModel):
     engine_args: dict[str, Any] = Field(
         default_factory=dict, description="Extra keyword arguments passed to vllm.LLM as is."
     )
+
+
+class WindowSpec(BaseModel):
+    """One night window: when it opens (``start`` HH:MM on ``days``, or a 5-field ``cron``
+    expression), when it ends (``end`` HH:MM, the first one after the opening) and in which
+    time zone (``tz``; empty = this machine's local zone). Checked by ``scheduler.window``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    start: str | None = Field(default="22:00", description="HH:MM the window opens.")
+    end: str = Field(default="07:00", description="HH:MM the window closes (next day if earlier).")
+    days: str = Field(default="*", description="cron day_of_week: '*', 'mon-fri', 'sat,sun'.")
+    cron: str | None = Field(default=None, description="5-field crontab for the opening; replaces start/days.")
+    tz: str = Field(default="", description="IANA zone such as Europe/Berlin; empty = local.")
+
+
+PROBE_KINDS = ("nvml", "logind", "x11", "programs", "load", "file")
+
+
+class YieldSpec(BaseModel):
+    """When a worker gives the GPU back to its owner (see ``workers.yielding``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    probes: list[str] = Field(default_factory=lambda: ["nvml", "logind", "x11", "programs"],
+                              description="Probe kinds: nvml, logind, x11, programs, load, file.")
+    start_idle_s: float = Field(default=600.0, ge=0, description="Start only after this long idle.")
+    grace_s: float = Field(default=10.0, ge=0, description="Owner active this long before suspending.")
+    resume_idle_s: float = Field(default=300.0, ge=0, description="Idle this long before resuming.")
+    max_suspend_s: float = Field(default=1800.0, gt=0, description="Give the task back after this.")
+    poll_s: float = Field(default=2.0, gt=0, description="How often the probes are read.")
+    programs: list[str] = Field(default_factory=lambda: ["steam", "blender", "obs", "davinci-resolve"],
+                                description="Process names that claim the GPU when running.")
+    max_load: float = Field(default=0.0, ge=0, description="'load' probe: 1-min load above this is the owner.")
+    presence_file: str = Field(default="", description="'file' probe: the owner is active while it exists.")
+    gpu_index: int = Field(default=0, ge=0, description="Which GPU NVML watches.")
+
+    @model_validator(mode="after")
+    def _probes_are_known(self) -> YieldSpec:
+        for i, kind in enumerate(self.probes):
+            if kind not in PROBE_KINDS:
+                raise ValueError(f"yield_policy.probes[{i}]: unknown probe {kind!r}; "
+                                 f"allowed: {', '.join(PROBE_KINDS)}")
+        if "file" in self.probes and not self.presence_file:
+            raise ValueError("yield_policy.presence_file: the 'file' probe needs a path")
+        if "load" in self.probes and self.max_load <= 0:
+            raise ValueError("yield_policy.max_load: the 'load' probe needs a limit above 0, e.g. 4.0")
+        return self
 
 
 def _default_data_dir() -> Path:
@@ -82,6 +130,14 @@ class Settings(BaseSettings):
     gpu_memory_utilization: float = Field(default=0.9, gt=0, le=1)
     enforce_eager: bool = False
 
+    # The night window (scheduler.window) and yielding the GPU (workers.yielding).
+    windows: list[WindowSpec] = Field(default_factory=lambda: [WindowSpec()])
+    worker_windows: dict[str, list[WindowSpec]] = Field(
+        default_factory=dict, description="Per worker name: windows replacing `windows`.")
+    always_open: bool = Field(default=False, description="Ignore windows: work at any hour.")
+    ready_by: str = Field(default="07:00", description="Morning deadline, HH:MM in the window's zone.")
+    yield_policy: YieldSpec = Field(default_factory=YieldSpec)
+
     @field_validator("models")
     @classmethod
     def _aliases_are_plain(cls, models: dict[str, ModelSpec]) -> dict[str, ModelSpec]:
@@ -107,6 +163,17 @@ class Settings(BaseSettings):
                 f"worker_lost_after_s ({self.worker_lost_after_s}) must be longer than "
                 f"worker_heartbeat_s ({self.worker_heartbeat_s})"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _windows_are_usable(self) -> Settings:
+        from scheduler.errors import WindowConfigError
+        from scheduler.window import scopes
+
+        try:
+            scopes(self)
+        except WindowConfigError as exc:  # a ValueError, so pydantic names it like any other
+            raise ValueError(str(exc)) from exc
         return self
 
     @property

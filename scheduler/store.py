@@ -25,6 +25,7 @@ from scheduler.models import (
     AttemptStatus,
     BatchLine,
     LineStatus,
+    NightWindow,
     Repository,
     RepositoryBase,
     ReviewState,
@@ -327,3 +328,53 @@ def revoke_api_token(session: Session, token_id: int) -> bool:
     stmt = (sa.update(ApiToken).where(col(ApiToken.id) == token_id, col(ApiToken.revoked_at).is_(None))
             .values(revoked_at=utcnow()))
     return session.execute(stmt).rowcount == 1
+
+
+# --- night windows and yielding -------------------------------------------------------------------
+
+
+def open_windows(session: Session, now: datetime, scope: str | None = None) -> list[NightWindow]:
+    """Windows open at ``now`` (all scopes, or one)."""
+    query = select(NightWindow).where(col(NightWindow.closed_at).is_(None), NightWindow.closes_at > now)
+    if scope is not None:
+        query = query.where(NightWindow.scope == scope)
+    return list(session.exec(query.order_by(col(NightWindow.id))))
+
+
+def open_window(session: Session, scope: str, now: datetime, closes_at: datetime, reason: str) -> NightWindow:
+    """Open a window for ``scope`` until ``closes_at``; one already open is extended instead."""
+    current = open_windows(session, now, scope)
+    if current:
+        window = current[0]
+        window.closes_at = max(window.closes_at, closes_at)
+    else:
+        window = NightWindow(scope=scope, reason=reason, opened_at=now, closes_at=closes_at)
+        session.add(window)
+    session.flush()
+    return window
+
+
+def close_due_windows(session: Session, now: datetime) -> list[int]:
+    """Mark windows whose closing time has passed as closed. Returns their ids."""
+    due = session.exec(select(NightWindow).where(col(NightWindow.closed_at).is_(None),
+                                                 NightWindow.closes_at <= now)).all()
+    for window in due:
+        window.closed_at = window.closes_at
+    return [w.id for w in due]
+
+
+def release_task(session: Session, task_id: int, attempt_id: int, reason: str) -> bool:
+    """The worker gives a running task back (its window closed, or the owner needed the GPU
+    for too long): the attempt ends as yielded and the task is queued again. A yield is not a
+    failure, so it does not use up one of the task's tries."""
+    session.execute(
+        sa.update(Attempt).where(col(Attempt.id) == attempt_id)
+        .values(status=AttemptStatus.YIELDED, ended_at=utcnow(), error=reason)
+    )
+    return _transition(session, task_id, [TaskStatus.RUNNING], status=TaskStatus.QUEUED,
+                       worker_name=None, max_attempts=col(Task.max_attempts) + 1)
+
+
+def record_attempt_energy(session: Session, attempt_id: int, energy_j: float | None, method: str) -> None:
+    session.execute(sa.update(Attempt).where(col(Attempt.id) == attempt_id)
+                    .values(energy_j=energy_j, energy_method=method))

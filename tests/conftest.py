@@ -55,6 +55,8 @@ def settings(tmp_path: Path) -> Settings:
         models={"tiny": ModelSpec(source=str(tmp_path / "no-weights"), max_model_len=TINY_MAX_LEN)},
         max_batch_bytes=64 * 1024,
         max_batch_lines=500,
+        always_open=True,  # window tests build their own settings
+        yield_policy={"probes": []},
     )
 
 

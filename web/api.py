@@ -23,12 +23,15 @@ from sqlmodel import col, func, select
 
 from scheduler import review, session_scope, store
 from scheduler.dispatch import dispatch_queued
+from scheduler.night import open_now, window_states
+from scheduler.window import parse_duration
 from scheduler.errors import SubmissionTooLargeError
 from scheduler.models import (
     ApiToken,
     ApiTokenPublic,
     Attempt,
     AttemptPublic,
+    NightWindowPublic,
     BatchLine,
     LineStatus,
     Repository,
@@ -79,6 +82,12 @@ class Status(BaseModel):
     queue: dict[str, int]
     workers: list[WorkerPublic]
     models: list[str]
+    windows: list[NightWindowPublic] = []  # open night windows
+    always_open: bool = False
+
+
+class RunNow(BaseModel):
+    duration: str | None = None  # e.g. "2h"; default: until the next scheduled close
 
 
 async def read_limited(upload: UploadFile, limit: int) -> bytes:
@@ -167,13 +176,20 @@ def status(request: Request) -> Status:
             queue={s.value: counts.get(s, 0) for s in TaskStatus},
             workers=[WorkerPublic.model_validate(w) for w in workers],
             models=sorted(settings.models),
+            windows=window_states(settings),
+            always_open=settings.always_open,
         )
 
 
 @router.post("/run-now")
-def run_now(request: Request) -> dict[str, list[int]]:
-    """Dispatch every queued task at once instead of waiting for the scheduler's next pass."""
-    return {"dispatched": dispatch_queued(_settings(request), request.app.state.celery)}
+def run_now(request: Request, body: RunNow | None = None) -> dict[str, Any]:
+    """Open the night window now (until the next scheduled close, or for ``duration``) and
+    dispatch every queued task at once instead of waiting for the scheduler's next pass."""
+    settings = _settings(request)
+    duration = parse_duration(body.duration) if body and body.duration else None
+    window = None if settings.always_open else open_now(settings, duration)
+    return {"dispatched": dispatch_queued(settings, request.app.state.celery),
+            "window": window.model_dump(mode="json") if window else None}
 
 
 # --- repositories and TODO lists ------------------------------------------------------------------

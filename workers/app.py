@@ -12,8 +12,12 @@ from celery import Celery
 from celery.signals import worker_ready, worker_shutdown
 
 from scheduler import QUEUE, TASK_RUN_BATCH, TASK_RUN_PATCH, Settings, make_celery
+from scheduler.night import is_window_open
+from workers.energy import EnergyMeter
 from workers.engine import EngineHolder, configure_cpu_backend
+from workers.guard import Guard
 from workers.presence import Presence
+from workers.probes import NvmlProbe, make_probes
 from workers.tasks import WorkerContext, run_batch_task, run_patch_task
 
 log = logging.getLogger(__name__)
@@ -22,6 +26,12 @@ log = logging.getLogger(__name__)
 def create_worker_app(settings: Settings) -> tuple[Celery, WorkerContext]:
     app = make_celery(settings)
     ctx = WorkerContext(settings=settings, holder=EngineHolder(settings), presence=Presence(settings))
+    probes = make_probes(settings.yield_policy)
+    ctx.guard = Guard(settings.yield_policy, probes,
+                      window_open=lambda: is_window_open(settings, settings.worker_name))
+    nvml = next((p for p in probes if isinstance(p, NvmlProbe)), NvmlProbe(settings.yield_policy.gpu_index))
+    ctx.energy = EnergyMeter(nvml.device)
+    ctx.presence.idle_state = ctx.guard.idle_state
 
     @app.task(name=TASK_RUN_BATCH, acks_late=True, reject_on_worker_lost=True)
     def run_batch(task_id: int) -> dict:

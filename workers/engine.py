@@ -10,7 +10,7 @@ from __future__ import annotations
 import gc
 import logging
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from jobs import Choice, EngineError, GenerationRequest, GenerationResult, InvalidInputError
@@ -42,10 +42,16 @@ class VllmEngine:
                               "'nightshift[gpu]' (make run picks the right one)") from exc
         self.model_name = alias
         self.max_model_len = spec.max_model_len
-        memory = 0.1 if _is_cpu_build() else settings.gpu_memory_utilization
+        cpu = _is_cpu_build()
+        memory = 0.1 if cpu else settings.gpu_memory_utilization
         args = {"dtype": spec.dtype, "max_model_len": spec.max_model_len,
                 "gpu_memory_utilization": memory, "enforce_eager": settings.enforce_eager}
+        if not cpu:  # sleep mode (weights to host RAM on suspend) exists on CUDA only
+            args["enable_sleep_mode"] = True
         args.update(spec.engine_args)
+        self.can_sleep = bool(args.get("enable_sleep_mode"))
+        self.asleep = False
+        self.should_stop: Callable[[], bool] | None = None  # checked between engine steps
         log.info("starting vLLM for %s (%s) with %s", alias, spec.source, args)
         self.llm = LLM(model=spec.source, **args)
 
@@ -63,6 +69,8 @@ class VllmEngine:
         engine = self.llm.llm_engine
         try:
             while engine.has_unfinished_requests():
+                if self.should_stop is not None and self.should_stop():
+                    return  # suspend or window close: finished results are already out
                 for out in engine.step():
                     if out.finished and out.request_id in waiting:
                         yield _to_result(waiting.pop(out.request_id), out)
@@ -89,6 +97,15 @@ class VllmEngine:
             ids = self.llm.enqueue([req.prompt], params, use_tqdm=False)
         # enqueue returns vLLM's internal id "<external>-<suffix>"; outputs carry the external one
         return ids[0].split("-", 1)[0]
+
+    def sleep(self) -> None:
+        """Free the GPU, keeping the weights in host RAM (vLLM sleep mode level 1)."""
+        self.llm.sleep(level=1)
+        self.asleep = True
+
+    def wake_up(self) -> None:
+        self.llm.wake_up()
+        self.asleep = False
 
     def shutdown(self) -> None:
         self.llm.llm_engine.engine_core.shutdown()
@@ -117,6 +134,8 @@ class EngineHolder:
 
     def engine_for(self, alias: str) -> VllmEngine:
         if self.engine is not None and self.engine.model_name == alias:
+            if self.engine.asleep:
+                self.engine.wake_up()
             return self.engine
         spec = self.settings.models.get(alias)
         if spec is None:
@@ -135,3 +154,14 @@ class EngineHolder:
             log.info("shutting down the engine for %s", self.engine.model_name)
             self.engine.shutdown()
             self.engine = None
+
+    def sleep(self) -> str:
+        """Give the GPU back within seconds: sleep the engine where vLLM can (CUDA), else shut
+        it down (the CPU build). Returns what was done, for the worker's state reason."""
+        if self.engine is None:
+            return "no engine loaded"
+        if self.engine.can_sleep:
+            self.engine.sleep()
+            return "engine asleep (weights in host RAM)"
+        self.release()
+        return "engine shut down"

@@ -10,6 +10,7 @@ import logging
 import os
 import socket
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from scheduler import Settings, session_scope, store
@@ -48,6 +49,8 @@ class Presence:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._beat_forever, name="heartbeat", daemon=True)
+        # What an idle worker shows instead (outside-window, owner-active); see workers.guard.
+        self.idle_state: Callable[[], tuple[WorkerState, str | None]] | None = None
 
     def start(self) -> list[int]:
         """Announce this worker and take back what an earlier run under this name left
@@ -73,15 +76,17 @@ class Presence:
         with session_scope(self.settings.database_url) as session:
             store.mark_worker_stopped(session, self.name)
 
-    def _beat(self) -> None:
+    def _beat(self, refresh_idle: bool = False) -> None:
         with self._lock:
             fields = dict(self._fields)
+        if refresh_idle and self.idle_state is not None and fields["state"] == WorkerState.IDLE:
+            fields["state"], fields["state_reason"] = self.idle_state()
         with session_scope(self.settings.database_url) as session:
             store.record_heartbeat(session, self.name, **fields)
 
     def _beat_forever(self) -> None:
         while not self._stop.wait(self.settings.worker_heartbeat_s):
             try:
-                self._beat()
+                self._beat(refresh_idle=True)
             except Exception:  # a busy or unreachable database must not kill the worker
                 log.exception("heartbeat failed; trying again in %ss", self.settings.worker_heartbeat_s)

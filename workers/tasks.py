@@ -15,14 +15,16 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from jobs import BatchRequest, Engine, EngineError, InvalidInputError, OutputLine, run_batch
+from jobs import BATCH_KIND, BatchRequest, Engine, EngineError, InvalidInputError, OutputLine, run_batch
 from jobs.errors import SandboxUnavailableError
 from jobs.patch.loop import PatchLoop
 from jobs.patch.sandbox import BubblewrapSandbox, Sandbox, SandboxLimits
 from jobs.patch.state import PatchItem, PatchLimits, PatchState
 from scheduler import Settings, session_scope, store
 from scheduler.models import ArtifactKind, Task, TaskStatus, WorkerState
+from workers.energy import EnergyMeter
 from workers.engine import EngineHolder
+from workers.guard import Guard, Released, run_guarded
 from workers.presence import Presence
 
 log = logging.getLogger(__name__)
@@ -36,6 +38,8 @@ class WorkerContext:
     holder: EngineHolder
     presence: Presence
     sandbox_factory: Callable[[], Sandbox] = field(default=BubblewrapSandbox)
+    guard: Guard | None = None  # night window and owner presence; None: always run
+    energy: EnergyMeter = field(default_factory=EnergyMeter)
 
 
 @dataclass(frozen=True)
@@ -51,6 +55,10 @@ JobBody = Callable[[WorkerContext, Task, Engine], Outcome]
 
 def _run_claimed(ctx: WorkerContext, task_id: int, body: JobBody) -> dict[str, Any]:
     settings = ctx.settings
+    if ctx.guard is not None and not ctx.guard.window_open():  # sent just before a window closed
+        with session_scope(settings.database_url) as session:
+            store.mark_undispatched(session, task_id, "the worker's night window was closed")
+        return {"task_id": task_id, "skipped": True}
     with session_scope(settings.database_url) as session:
         attempt = store.claim_task(session, task_id, ctx.presence.name)
         task = store.get_task(session, task_id) if attempt else None
@@ -58,10 +66,13 @@ def _run_claimed(ctx: WorkerContext, task_id: int, body: JobBody) -> dict[str, A
         log.info("task %s is not claimable (finished or taken); skipping", task_id)
         return {"task_id": task_id, "skipped": True}
     ctx.presence.set(state=WorkerState.LOADING, current_task_id=task_id)
+    energy = ctx.energy.start()
     try:
-        engine = ctx.holder.engine_for(task.model)
-        ctx.presence.set(state=WorkerState.WORKING, resident_model=task.model)
-        outcome = body(ctx, task, engine)
+        outcome = _run_body(ctx, task, body)
+        if isinstance(outcome, Released):
+            with session_scope(settings.database_url) as session:
+                store.release_task(session, task_id, attempt.id, outcome.reason)
+            return {"task_id": task_id, "released": outcome.reason}
         with session_scope(settings.database_url) as session:
             store.finish_task(session, task_id, attempt.id, outcome.tokens_in, outcome.tokens_out,
                               result=outcome.result)
@@ -74,9 +85,41 @@ def _run_claimed(ctx: WorkerContext, task_id: int, body: JobBody) -> dict[str, A
             ctx.holder.release()  # a failed engine is not reused
         status = _record_failure(settings, task_id, attempt.id, f"{type(exc).__name__}: {exc}", retry=True)
     finally:
-        ctx.presence.set(state=WorkerState.IDLE, current_task_id=None,
+        _record_energy(settings, attempt.id, energy.stop())
+        ctx.presence.set(state=WorkerState.IDLE, current_task_id=None, state_reason=None,
                          resident_model=ctx.holder.resident_model)
     return {"task_id": task_id, "status": status}
+
+
+def _run_body(ctx: WorkerContext, task: Task, body: JobBody) -> Outcome | Released:
+    if ctx.guard is None:
+        engine = ctx.holder.engine_for(task.model)
+        ctx.presence.set(state=WorkerState.WORKING, resident_model=task.model)
+        return body(ctx, task, engine)
+
+    def one_round(engine: Engine) -> Outcome:
+        with session_scope(ctx.settings.database_url) as session:  # its checkpoint may have moved
+            fresh = store.get_task(session, task.id)
+        return body(ctx, fresh, engine)
+
+    def show(state: WorkerState, reason: str | None) -> None:
+        ctx.presence.set(state=state, state_reason=reason, resident_model=ctx.holder.resident_model)
+
+    return run_guarded(ctx.guard, lambda: ctx.holder.engine_for(task.model), one_round,
+                       raise_mid_call=task.kind != BATCH_KIND, show=show, free_gpu=ctx.holder.sleep,
+                       merge=_merge)
+
+
+def _merge(first: Outcome, then: Outcome) -> Outcome:
+    """A batch run in several rounds (suspended between them): tokens and counts add up."""
+    summary = {k: first.summary.get(k, 0) + v if isinstance(v, int) else v for k, v in then.summary.items()}
+    return Outcome(first.tokens_in + then.tokens_in, first.tokens_out + then.tokens_out,
+                   then.result, summary)
+
+
+def _record_energy(settings: Settings, attempt_id: int, measured: tuple[float | None, str]) -> None:
+    with session_scope(settings.database_url) as session:
+        store.record_attempt_energy(session, attempt_id, *measured)
 
 
 def _record_failure(settings: Settings, task_id: int, attempt_id: int, error: str, *, retry: bool) -> TaskStatus:

@@ -118,6 +118,8 @@ def make_stack(tmp_path: Path, tiny_model: Path, broker_url: str | None) -> Stac
         "NIGHTSHIFT_WORKER_LOST_AFTER_S": "5",
         "NIGHTSHIFT_RESULT_FLUSH_S": "0.2",
         "NIGHTSHIFT_CONFIG": str(tmp_path / "nightshift.toml"),
+        "NIGHTSHIFT_ALWAYS_OPEN": "true",  # tests of the night window set their own
+        "NIGHTSHIFT_YIELD_POLICY__PROBES": "[]",
     }
     (tmp_path / "nightshift.toml").write_text("# settings come from the environment in tests\n")
     if broker_url:

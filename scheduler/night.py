@@ -1,0 +1,76 @@
+"""The night window's state in the database: opening, closing and asking whether it is open.
+
+The scheduler process opens windows on their cron schedule and closes them when due
+(``scheduler.service``); ``run-now`` opens one at once. Dispatch sends work only while a
+window is open, and a worker drains its task to a checkpoint once its window has closed.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta
+
+from scheduler import store
+from scheduler.db import session_scope
+from scheduler.models import NightWindowPublic, utcnow
+from scheduler.settings import Settings
+from scheduler.window import DEFAULT_SCOPE, scope_of, scopes
+
+log = logging.getLogger(__name__)
+
+
+def is_window_open(settings: Settings, worker_name: str | None = None,
+                   now: datetime | None = None) -> bool:
+    """Is a window open for ``worker_name`` (for any worker when None) at ``now``?"""
+    if settings.always_open:
+        return True
+    now = now or utcnow()
+    with session_scope(settings.database_url) as session:
+        windows = store.open_windows(session, now)
+    if worker_name is None:
+        return bool(windows)
+    scope = scope_of(settings, worker_name)
+    return any(w.scope == scope for w in windows)
+
+
+def open_now(settings: Settings, duration: timedelta | None = None, scope: str = DEFAULT_SCOPE,
+             now: datetime | None = None) -> NightWindowPublic:
+    """Open ``scope``'s window at once, until ``now + duration`` or else its next scheduled
+    close (``run-now``)."""
+    now = now or utcnow()
+    closes_at = now + duration if duration else scopes(settings)[scope].next_close(now)
+    with session_scope(settings.database_url) as session:
+        window = store.open_window(session, scope, now, closes_at, "run-now")
+        log.info("window %s open until %s (run-now)", scope, closes_at.isoformat())
+        return NightWindowPublic.model_validate(window)
+
+
+def open_scheduled(settings: Settings, now: datetime | None = None) -> list[str]:
+    """Open every scope whose schedule says it is open at ``now`` (a window's cron fired, or
+    the scheduler starts in the middle of the night). Returns the scopes opened."""
+    now = now or utcnow()
+    opened = []
+    for scope, schedule in scopes(settings).items():
+        if not schedule.is_open(now):
+            continue
+        with session_scope(settings.database_url) as session:
+            store.open_window(session, scope, now, schedule.next_close(now), "schedule")
+        opened.append(scope)
+    if opened:
+        log.info("night windows open: %s", opened)
+    return opened
+
+
+def close_due(settings: Settings, now: datetime | None = None) -> list[int]:
+    with session_scope(settings.database_url) as session:
+        closed = store.close_due_windows(session, now or utcnow())
+    if closed:
+        log.info("night windows closed: %s", closed)
+    return closed
+
+
+def window_states(settings: Settings, now: datetime | None = None) -> list[NightWindowPublic]:
+    """Open windows now, for the status page; an 'always open' setting shows as one."""
+    now = now or utcnow()
+    with session_scope(settings.database_url) as session:
+        return [NightWindowPublic.model_validate(w) for w in store.open_windows(session, now)]
