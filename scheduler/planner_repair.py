@@ -139,6 +139,8 @@ def balance(night: Night, assignment: Assignment, urgent: frozenset[int],
 def _shorter(night: Night, assignment: Assignment, urgent: frozenset[int],
              lines: list[Timeline],
              holds: Holds) -> tuple[Assignment, list[Timeline]] | None:
+    if not lines:
+        return None
     current = score(night, lines)
     w = max(range(len(lines)), key=lambda i: (lines[i].end_s, -i))
     for task, _, _ in reversed(lines[w].entries):

@@ -209,6 +209,17 @@ def test_a_worker_whose_window_is_closed_gets_nothing():
     assert order(p, "closed") == []
 
 
+def test_with_every_window_closed_tasks_are_deferred_and_without_workers_unplaceable():
+    closed = worker("closed", opens_at=NOW - timedelta(hours=10),
+                    closes_at=NOW - timedelta(hours=1))
+    p = plan([task(1, "a")], [closed], MODELS)
+    assert [d.reason for d in p.deferred] == [
+        "no worker with enough GPU memory for model a has an open window tonight"]
+    p = plan([task(1, "a")], [], MODELS)
+    assert [u.reason for u in p.unplaceable] == [
+        "model a needs 8.4 GiB of GPU memory; there are no workers"]
+
+
 def test_a_task_longer_than_every_window_is_deferred_with_the_reason():
     short = worker("w1", resident_model="a", closes_at=NOW + timedelta(hours=1))
     p = plan([task(1, "a", 7200.0)], [short], MODELS)
