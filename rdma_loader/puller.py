@@ -96,6 +96,7 @@ class Puller:
                 if not job.pending:
                     break
         if job.pending:
+            job.dest.release()
             buffer.close()
             reasons = "; ".join(f"{r.label}: {r.error or 'served corrupt bytes'}" for r in reports)
             raise NoSourceError(f"{len(job.pending)} of {len(manifest.tensors)} tensors could not be "

@@ -45,6 +45,7 @@ import mmap
 import socket
 import sys
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -99,7 +100,8 @@ class ServerStats:
 class WeightServer:
     def __init__(self, model_dir: Path, secret: bytes | str, host: str = "127.0.0.1", port: int = 0,
                  in_ram: bool = False, rdma_exporter: RdmaExporter | None = None,
-                 handshake_timeout_s: float = 10.0, idle_timeout_s: float = 300.0) -> None:
+                 handshake_timeout_s: float = 10.0, idle_timeout_s: float = 300.0,
+                 max_bytes_per_s: float | None = None) -> None:
         self.model_dir = Path(model_dir)
         self.paths = weight_files(self.model_dir)
         self.secret = read_secret(secret)
@@ -108,6 +110,7 @@ class WeightServer:
         self.rdma_exporter = rdma_exporter
         self.handshake_timeout_s, self.idle_timeout_s = handshake_timeout_s, idle_timeout_s
         self.stats = ServerStats()
+        self._pacer = _Pacer(max_bytes_per_s) if max_bytes_per_s else None  # spare the owner's link
         self.manifest: Manifest | None = None
         self._regions: list[memoryview] = []
         self._keep: list[Any] = []  # mmaps and copies behind the regions
@@ -218,10 +221,13 @@ class WeightServer:
         if not self.in_ram and not files:
             files.extend(path.open("rb") for path in self.paths)
         for file_index, offset, length in ranges:
-            if self.in_ram:
-                conn.sendall(self._regions[file_index][offset:offset + length])
-            elif length:
-                conn.sendfile(files[file_index], offset, length)
+            for start, size in _chunks(offset, length, _PACED_CHUNK if self._pacer else length):
+                if self._pacer is not None:
+                    self._pacer.wait(size)
+                if self.in_ram:
+                    conn.sendall(self._regions[file_index][start:start + size])
+                else:
+                    conn.sendfile(files[file_index], start, size)
         self.stats.add(bytes_sent=total)
 
     def _check_ranges(self, raw: Any) -> tuple[list[tuple[int, int, int]], str]:
@@ -263,6 +269,32 @@ class WeightServer:
         log.info("%s sent to %s", message["op"], who)
 
 
+_PACED_CHUNK = 1024 * 1024
+
+
+def _chunks(offset: int, length: int, chunk: int) -> list[tuple[int, int]]:
+    step = max(chunk, 1)
+    return [(start, min(step, offset + length - start)) for start in range(offset, offset + length, step)]
+
+
+class _Pacer:
+    """Caps the bytes per second of the whole server (all clients together): each chunk waits
+    for its slot; idle time does not bank credit for a later burst."""
+
+    def __init__(self, bytes_per_s: float) -> None:
+        self.bytes_per_s = bytes_per_s
+        self.lock = threading.Lock()
+        self.next_at = 0.0
+
+    def wait(self, nbytes: int) -> None:
+        now = time.monotonic()
+        with self.lock:
+            slot = max(self.next_at, now)
+            self.next_at = slot + nbytes / self.bytes_per_s
+        if slot > now:
+            time.sleep(slot - now)
+
+
 def _tensor_bounds(manifest: Manifest) -> list[tuple[list[int], list[int]]]:
     bounds: list[tuple[list[int], list[int]]] = [([], []) for _ in manifest.files]
     for t in sorted(manifest.tensors, key=lambda t: (t.file_index, t.offset)):
@@ -292,10 +324,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--secret-file", type=Path)
     parser.add_argument("--in-ram", action="store_true", help="serve from an in-RAM copy")
+    parser.add_argument("--max-bytes-per-s", type=float, help="cap the upload (the owner's link)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     secret = secret_from(args.secret_file, os.environ.get("NIGHTSHIFT_CLUSTER_SECRET"))
-    server = WeightServer(args.model_dir, secret, args.host, args.port, in_ram=args.in_ram).start()
+    server = WeightServer(args.model_dir, secret, args.host, args.port, in_ram=args.in_ram,
+                          max_bytes_per_s=args.max_bytes_per_s).start()
     announce(server)
     server.wait()
     return 0
