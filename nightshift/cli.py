@@ -16,6 +16,7 @@ from rich.table import Table
 
 from nightshift.client import ApiError, Client
 from nightshift.morning import add_commands
+from nightshift.weights import add_command as add_weights_command
 from scheduler.settings import get_settings
 
 console = Console(soft_wrap=True)
@@ -320,6 +321,7 @@ def build_parser() -> argparse.ArgumentParser:
     make.add_argument("--hidden", type=int, default=128)
     make.add_argument("--layers", type=int, default=2)
     make.set_defaults(func=cmd_make_model)
+    add_weights_command(sub)  # serve-weights (nightshift/weights.py, issue 5)
     return parser
 
 
