@@ -15,6 +15,7 @@ from pathlib import Path
 
 from jobs import Choice, EngineError, GenerationRequest, GenerationResult, InvalidInputError
 from scheduler import DEMO_MODEL, ModelSpec, Settings
+from workers.weights import peer_load_args
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +49,7 @@ class VllmEngine:
                 "gpu_memory_utilization": memory, "enforce_eager": settings.enforce_eager}
         if not cpu:  # sleep mode (weights to host RAM on suspend) exists on CUDA only
             args["enable_sleep_mode"] = True
+        args.update(peer_load_args(spec, settings))  # weights from peers when configured (issue 5)
         args.update(spec.engine_args)
         self.can_sleep = bool(args.get("enable_sleep_mode"))
         self.asleep = False
