@@ -10,6 +10,7 @@ import time
 from datetime import datetime
 from pathlib import Path
 
+from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -334,6 +335,15 @@ def main(argv: list[str] | None = None) -> int:
     except ApiError as exc:
         err.print(str(exc), style="red", markup=False)
         return 1
+    except ValidationError as exc:  # the settings (nightshift.toml or NIGHTSHIFT_*) are wrong
+        err.print(settings_problem(exc), style="red", markup=False)
+        return 2
+
+
+def settings_problem(exc: ValidationError) -> str:
+    lines = [f"  {'.'.join(str(p) for p in e['loc']) or 'settings'}: {e['msg'].removeprefix('Value error, ')}"
+             for e in exc.errors()]
+    return "nightshift: the settings are not usable (nightshift.toml or NIGHTSHIFT_* variables):\n" + "\n".join(lines)
 
 
 if __name__ == "__main__":

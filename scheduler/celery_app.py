@@ -14,6 +14,12 @@ TASK_RUN_PATCH = "nightshift.run_patch"
 QUEUE = "nightshift"
 
 
+def worker_queue(worker_name: str) -> str:
+    """The Celery queue only ``worker_name`` reads (besides the shared ``QUEUE``): the planner
+    sends each worker its next task there."""
+    return f"{QUEUE}.{worker_name}"
+
+
 def _transport_options(settings: Settings) -> dict:
     if settings.broker_url.startswith(("redis://", "rediss://", "redis+socket://")):
         # Redis redelivers unacknowledged messages after this long; it must exceed the

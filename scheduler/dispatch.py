@@ -11,8 +11,8 @@ import logging
 
 from celery import Celery
 
-from scheduler import store
-from scheduler.celery_app import TASK_RUN_BATCH, TASK_RUN_PATCH
+from scheduler import planning, store
+from scheduler.celery_app import QUEUE, TASK_RUN_BATCH, TASK_RUN_PATCH, worker_queue
 from scheduler.db import session_scope
 from scheduler.models import utcnow
 from scheduler.night import is_window_open
@@ -23,29 +23,53 @@ log = logging.getLogger(__name__)
 TASK_NAMES = {"batch": TASK_RUN_BATCH, "patch": TASK_RUN_PATCH}
 
 
-def dispatch_queued(settings: Settings, app: Celery, limit: int = 100) -> list[int]:
-    """Send every queued task (highest priority first) to the workers. Returns their ids.
-    Nothing is sent while no night window is open: tasks wait in the database, not the broker."""
+def dispatch_queued(settings: Settings, app: Celery, limit: int = 1000) -> list[int]:
+    """Send queued work to the workers. Returns the ids sent.
+
+    Nothing is sent while no night window is open: tasks wait in the database, not the broker.
+    With live workers, the planner decides (``scheduler.planning``): each free worker gets the
+    first task of its plan on its own queue, one at a time, and the plan is made again on every
+    pass, so a worker that disappears simply has no more work planned for it. Before any worker
+    has announced itself, queued work goes to the shared queue in priority order."""
     if not is_window_open(settings):
         return []
+    now = utcnow()
     with session_scope(settings.database_url) as session:
-        candidates = [(t.id, t.kind) for t in store.queued_tasks(session, limit)]
-    sent: list[int] = []
-    for task_id, kind in candidates:
-        with session_scope(settings.database_url) as session:
-            if not store.mark_dispatched(session, task_id):
-                continue
-        try:
-            app.send_task(TASK_NAMES[kind], args=[task_id])
-        except Exception as exc:  # any broker failure: keep the task queued for the next pass
-            log.exception("could not send task %s to the broker", task_id)
-            with session_scope(settings.database_url) as session:
-                store.mark_undispatched(session, task_id, f"broker refused the task: {exc}")
-            continue
-        sent.append(task_id)
+        queued = store.queued_tasks(session, limit)
+        if not queued:
+            return []
+        kinds = {t.id: t.kind for t in queued}
+        inputs = planning.gather(session, settings, queued, now)
+        if not inputs.workers:
+            order = [(t.id, None) for t in queued]
+        else:
+            plan = planning.make_plan(inputs, now)
+            store.set_plan_notes(session, planning.notes(plan, queued))
+            store.set_prefetch_hints(session, {w.name: _hint(plan, w.name) for w in inputs.workers})
+            order = [(ids[0], name) for name in inputs.free
+                     if (ids := plan.for_worker(name).task_ids)]
+    sent = [task_id for task_id, worker in order if _send(settings, app, task_id, kinds[task_id], worker)]
     if sent:
         log.info("dispatched tasks %s", sent)
     return sent
+
+
+def _hint(plan, worker: str) -> str | None:
+    return next((h.model for h in plan.prefetch if h.worker == worker), None)
+
+
+def _send(settings: Settings, app: Celery, task_id: int, kind: str, worker: str | None) -> bool:
+    with session_scope(settings.database_url) as session:
+        if not store.mark_dispatched(session, task_id, worker):
+            return False
+    try:
+        app.send_task(TASK_NAMES[kind], args=[task_id], queue=worker_queue(worker) if worker else QUEUE)
+    except Exception as exc:  # any broker failure: keep the task queued for the next pass
+        log.exception("could not send task %s to the broker", task_id)
+        with session_scope(settings.database_url) as session:
+            store.mark_undispatched(session, task_id, f"broker refused the task: {exc}")
+        return False
+    return True
 
 
 def reap_lost_workers(settings: Settings) -> list[int]:

@@ -98,6 +98,10 @@ class Task(TaskBase, table=True):
     reviewed_at: datetime | None = _at()
     merged_into: str | None = None
     requeued_as: int | None = None
+    # The planner's word (scheduler.planning): the worker whose queue the task went to, and a
+    # note for the user ("model X fits no worker", "predicted to miss its deadline").
+    planned_worker: str | None = None
+    plan_note: str | None = None
 
 
 class TaskPublic(TaskBase):
@@ -120,6 +124,8 @@ class TaskPublic(TaskBase):
     reviewed_at: datetime | None
     merged_into: str | None
     requeued_as: int | None
+    planned_worker: str | None = None
+    plan_note: str | None = None
 
 
 # --- attempts ---------------------------------------------------------------------------------
@@ -226,6 +232,8 @@ class WorkerBase(SQLModel):
     heartbeat_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)
     started_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)
     state_reason: str | None = Field(default=None, description="Why suspended / owner-active.")
+    prefetch_model: str | None = Field(default=None, description="The planner's hint: the next model "
+                                       "to read into host RAM while the current one runs.")
 
 
 class Worker(WorkerBase, table=True):
@@ -242,6 +250,7 @@ class WorkerPublic(SQLModel):
     heartbeat_at: datetime
     started_at: datetime
     state_reason: str | None = None
+    prefetch_model: str | None = None
 
 
 # --- batch lines ------------------------------------------------------------------------------
@@ -327,3 +336,32 @@ class NightWindowPublic(SQLModel):
     opened_at: datetime
     closes_at: datetime
     closed_at: datetime | None
+
+
+# --- worker events (the night report's swaps and suspensions) --------------------------------
+
+
+class WorkerEventKind(StrEnum):
+    SWAP = "swap"  # the worker loaded a model (its engine started on other weights)
+    SUSPEND = "suspend"  # the worker gave the GPU back to its owner, then resumed or gave up
+
+
+class WorkerEvent(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    worker_name: str = Field(index=True)
+    kind: WorkerEventKind
+    started_at: datetime = Field(sa_type=UTCDateTime, nullable=False, index=True)
+    ended_at: datetime = Field(sa_type=UTCDateTime, nullable=False)
+    task_id: int | None = None
+    model: str | None = None
+    detail: str = ""
+
+
+class WorkerEventPublic(SQLModel):
+    worker_name: str
+    kind: WorkerEventKind
+    started_at: datetime
+    ended_at: datetime
+    task_id: int | None
+    model: str | None
+    detail: str

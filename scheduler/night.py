@@ -74,3 +74,29 @@ def window_states(settings: Settings, now: datetime | None = None) -> list[Night
     now = now or utcnow()
     with session_scope(settings.database_url) as session:
         return [NightWindowPublic.model_validate(w) for w in store.open_windows(session, now)]
+
+
+def window_summary(settings: Settings, worker_name: str | None = None,
+                   now: datetime | None = None) -> dict[str, object]:
+    """The window as people read it: open or not, until or from when, in the window's zone."""
+    if settings.always_open:
+        return {"open": True, "opens_at": None, "closes_at": None,
+                "text": "always open (always_open = true): queued work starts at once"}
+    now = now or utcnow()
+    scope = scope_of(settings, worker_name) if worker_name else DEFAULT_SCOPE
+    schedule = scopes(settings)[scope]
+    zone = schedule.windows[0].zone
+    open_ = [w for w in window_states(settings, now) if w.scope == scope]
+    if open_:
+        closes = max(w.closes_at for w in open_)
+        why = "run-now" if any(w.reason == "run-now" for w in open_) else "schedule"
+        return {"open": True, "opens_at": None, "closes_at": closes,
+                "text": f"open until {_local(closes, zone)} ({why})"}
+    opens = schedule.next_open(now)
+    return {"open": False, "opens_at": opens, "closes_at": schedule.next_close(opens),
+            "text": f"closed: opens {_local(opens, zone)}; `nightshift run-now` opens it now"}
+
+
+def _local(at: datetime, zone) -> str:
+    local = at.astimezone(zone)
+    return f"{local:%a %H:%M} {local.tzname()}"

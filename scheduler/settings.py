@@ -32,6 +32,10 @@ class ModelSpec(BaseModel):
     engine_args: dict[str, Any] = Field(
         default_factory=dict, description="Extra keyword arguments passed to vllm.LLM as is."
     )
+    size_gb: float | None = Field(default=None, gt=0, description="Weights to move on a swap; "
+                                  "measured from a local directory's safetensors files if empty.")
+    vram_gib: float | None = Field(default=None, gt=0, description="GPU memory the model needs "
+                                   "(weights + KV cache); 1.2 x its size if empty.")
 
 
 class WindowSpec(BaseModel):

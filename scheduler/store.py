@@ -34,6 +34,8 @@ from scheduler.models import (
     TaskStatus,
     User,
     Worker,
+    WorkerEvent,
+    WorkerEventKind,
     WorkerState,
     utcnow,
 )
@@ -98,15 +100,29 @@ def _transition(session: Session, task_id: int, from_: Sequence[TaskStatus], **v
     return session.execute(stmt).rowcount == 1
 
 
-def mark_dispatched(session: Session, task_id: int) -> bool:
-    """Queued -> dispatched. False if another dispatcher got there first."""
+def mark_dispatched(session: Session, task_id: int, worker_name: str | None = None) -> bool:
+    """Queued -> dispatched (to ``worker_name``'s own queue, or the shared one when None).
+    False if another dispatcher got there first."""
     return _transition(session, task_id, [TaskStatus.QUEUED], status=TaskStatus.DISPATCHED,
-                       dispatched_at=utcnow())
+                       dispatched_at=utcnow(), planned_worker=worker_name)
+
+
+def set_plan_notes(session: Session, notes: dict[int, str | None]) -> None:
+    """The planner's note per queued task (why it waits, or that it will miss its deadline)."""
+    for task_id, note in notes.items():
+        session.execute(sa.update(Task).where(col(Task.id) == task_id).values(plan_note=note))
+
+
+def set_prefetch_hints(session: Session, hints: dict[str, str | None]) -> None:
+    """Per worker: the model it should read into host RAM next (None: nothing)."""
+    for name, model in hints.items():
+        session.execute(sa.update(Worker).where(col(Worker.name) == name).values(prefetch_model=model))
 
 
 def mark_undispatched(session: Session, task_id: int, error: str) -> None:
     """The broker refused the message: back to queued, to be sent again on the next pass."""
-    _transition(session, task_id, [TaskStatus.DISPATCHED], status=TaskStatus.QUEUED, error=error)
+    _transition(session, task_id, [TaskStatus.DISPATCHED], status=TaskStatus.QUEUED, error=error,
+                planned_worker=None)
 
 
 # --- running ----------------------------------------------------------------------------------
@@ -214,6 +230,10 @@ def _requeue_or_fail(session: Session, task: Task, error: str, *, retry: bool) -
 # --- workers ----------------------------------------------------------------------------------
 
 
+def get_worker(session: Session, name: str) -> Worker | None:
+    return session.get(Worker, name)
+
+
 def record_heartbeat(session: Session, name: str, **fields) -> None:
     """Create or refresh a worker's row; ``fields`` are WorkerBase columns to set."""
     worker = session.get(Worker, name)
@@ -253,7 +273,20 @@ def reap_lost_workers(session: Session, now: datetime, lost_after_s: float) -> l
         worker.state = WorkerState.LOST
         reason = f"worker {worker.name} stopped heartbeating (last at {worker.heartbeat_at:%H:%M:%S} UTC)"
         released += release_worker_tasks(session, worker.name, reason)
+        released += release_planned_tasks(session, worker.name, reason)
     return released
+
+
+def release_planned_tasks(session: Session, worker_name: str, reason: str) -> list[int]:
+    """Tasks sent to a lost worker's own queue but not started go back to the queue, for the
+    planner to give to others. (Should the worker come back and read the old message, the
+    claim fails once another worker has the task, so it still runs once.)"""
+    waiting = session.exec(select(Task.id).where(Task.status == TaskStatus.DISPATCHED,
+                                                 Task.planned_worker == worker_name)).all()
+    for task_id in waiting:
+        _transition(session, task_id, [TaskStatus.DISPATCHED], status=TaskStatus.QUEUED,
+                    planned_worker=None, plan_note=f"re-planned: {reason}")
+    return list(waiting)
 
 
 def mark_worker_stopped(session: Session, name: str) -> None:
@@ -378,3 +411,11 @@ def release_task(session: Session, task_id: int, attempt_id: int, reason: str) -
 def record_attempt_energy(session: Session, attempt_id: int, energy_j: float | None, method: str) -> None:
     session.execute(sa.update(Attempt).where(col(Attempt.id) == attempt_id)
                     .values(energy_j=energy_j, energy_method=method))
+
+
+def record_worker_event(session: Session, worker_name: str, kind: WorkerEventKind, started_at: datetime,
+                        ended_at: datetime, *, task_id: int | None = None, model: str | None = None,
+                        detail: str = "") -> None:
+    """A swap or a suspension, for the night report (written when it ends)."""
+    session.add(WorkerEvent(worker_name=worker_name, kind=kind, started_at=started_at, ended_at=ended_at,
+                            task_id=task_id, model=model, detail=detail))

@@ -21,7 +21,7 @@ from jobs.patch.repo import inspect_repository
 from jobs.patch.state import PATCH_KIND
 from jobs.patch.testrun import detect_test_command
 from jobs.patch.todo import parse_todo
-from scheduler import store
+from scheduler import planning, store
 from scheduler.db import session_scope
 from scheduler.errors import InvalidSubmissionError, SubmissionTooLargeError, UnknownModelError
 from scheduler.models import ArtifactKind, Repository, RepositoryBase, TaskCreate, utcnow
@@ -36,9 +36,17 @@ class BatchReceipt:
 
 
 def resolve_model(settings: Settings, alias: str) -> ModelSpec:
+    """The model's catalog entry; refused when unknown, or larger than every worker's memory."""
     spec = settings.models.get(alias)
     if spec is None:
         raise UnknownModelError(alias, list(settings.models))
+    with session_scope(settings.database_url) as session:
+        memories = [m for w in planning.live_workers(session) if (m := planning.worker_memory_gib(w))]
+    needed = planning.plan_model(alias, spec).vram_gib
+    if memories and needed > max(memories):
+        raise InvalidSubmissionError("model", f"{alias!r} needs {needed:.1f} GiB of GPU memory; the "
+                                     f"largest connected worker has {max(memories):.1f} GiB. Choose a "
+                                     "smaller model, or connect a worker with more memory")
     return spec
 
 

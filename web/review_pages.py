@@ -119,21 +119,32 @@ def no_report(request: Request) -> Response:
     return render(request, "report.html", report=None, chart=None)
 
 
-COLOURS = {"succeeded": "#3d9a62", "failed": "#c4453c", "lost": "#c4453c", "running": "#2f5dd0"}
+COLOURS = {"succeeded": "#3d9a62", "failed": "#c4453c", "lost": "#c4453c", "running": "#2f5dd0",
+           "yielded": "#b98a1e"}
+EVENT_COLOURS = {"swap": "#7b5cc4", "suspend": "#e0b43a"}
 
 
 def _chart(report: views.NightReport, titles: dict[int, str]) -> dict[str, Any]:
     """Geometry of the timeline, drawn as SVG by the template: a row per worker, a bar per
-    attempt, coloured by how it ended."""
+    attempt coloured by how it ended, and thin bars under it for swaps and suspensions."""
     span = max((b.end_s for b in report.bars), default=0) or 1
     rows = {w: i for i, w in enumerate(report.workers)}
-    bars = [{"x": f"{120 + b.start_s / span * CHART_WIDTH:.1f}", "y": 20 + rows[b.worker] * 28,
-             "w": f"{max((b.end_s - b.start_s) / span * CHART_WIDTH, 1.5):.1f}", "fill": COLOURS.get(b.status, "#8a93a6"),
-             "title": f"task {b.task_id} {titles.get(b.task_id, '')}: {b.status}, {duration(b.end_s - b.start_s)}, "
-                      f"{b.tokens_out} tokens"} for b in report.bars]
+    bars = [_bar(b, rows[b.worker], span, titles) for b in report.bars]
     ticks = [{"x": 120 + i / 4 * CHART_WIDTH, "label": duration(span * i / 4)} for i in range(5)]
     return {"bars": bars, "rows": rows, "height": 40 + len(rows) * 28, "width": CHART_WIDTH + 140,
             "ticks": ticks}
+
+
+def _bar(b: views.Bar, row: int, span: float, titles: dict[int, str]) -> dict[str, Any]:
+    took = duration(b.end_s - b.start_s)
+    if b.kind == "attempt":
+        height, y, fill = 20, 20 + row * 28, COLOURS.get(b.status, "#8a93a6")
+        title = f"task {b.task_id} {titles.get(b.task_id, '')}: {b.status}, {took}, {b.tokens_out} tokens"
+    else:
+        height, y, fill = 6, 34 + row * 28, EVENT_COLOURS.get(b.kind, "#8a93a6")
+        title = f"{b.kind} {took}: {b.status}" + (f" (task {b.task_id})" if b.task_id else "")
+    return {"x": f"{120 + b.start_s / span * CHART_WIDTH:.1f}", "y": y, "h": height, "kind": b.kind,
+            "w": f"{max((b.end_s - b.start_s) / span * CHART_WIDTH, 1.5):.1f}", "fill": fill, "title": title}
 
 
 @router.get("/nights/{night}")
@@ -141,5 +152,5 @@ def report(request: Request, night: date) -> Response:
     with session_scope(_settings(request).database_url) as session:
         data = views.night_report(session, night)
         tasks = dict(session.exec(select(Task.id, Task.title).where(
-            col(Task.id).in_({b.task_id for b in data.bars}))).all())
+            col(Task.id).in_({b.task_id for b in data.bars if b.task_id}))).all())
     return render(request, "report.html", report=data, chart=_chart(data, tasks))

@@ -21,10 +21,13 @@ from scheduler.models import (
     Task,
     TaskStatus,
     Worker,
+    WorkerEvent,
+    WorkerEventKind,
     WorkerPublic,
     WorkerState,
     utcnow,
 )
+from scheduler.night import window_summary
 from scheduler.settings import Settings
 
 ACTIVE = (TaskStatus.DISPATCHED, TaskStatus.RUNNING)
@@ -114,9 +117,8 @@ class Tonight(BaseModel):
 
 
 def window_state(settings: Settings) -> dict[str, Any]:
-    """The night window as the pages show it. Without configured windows the scheduler
-    dispatches at once, so the window is always open."""
-    return {"open": True, "text": "open: queued work is dispatched at once"}
+    """The shared night window as the pages show it (open until, or opens at)."""
+    return window_summary(settings)
 
 
 def tonight(session: Session, settings: Settings, next_limit: int = 20) -> Tonight:
@@ -201,12 +203,12 @@ def latest_night(session: Session) -> date | None:
 
 class Bar(BaseModel):
     worker: str
-    task_id: int
-    kind: str  # "attempt" now; swaps and suspensions arrive with the night window (issue 6)
-    status: str
+    task_id: int | None
+    kind: str  # "attempt", "swap" (a model load) or "suspend" (the GPU given back to its owner)
+    status: str  # an attempt's status; a swap's or suspension's detail
     start_s: float  # seconds after the night's first event
     end_s: float
-    tokens_out: int
+    tokens_out: int = 0
 
 
 class NightReport(BaseModel):
@@ -220,18 +222,25 @@ class NightReport(BaseModel):
     worker_hours: float
     tokens_out: int
     tokens_per_s: float | None
-    energy: str
+    swaps: int
+    swap_s: float
+    suspensions: int
+    suspended_s: float
+    energy_kwh: float | None  # over the attempts whose energy was measured
+    energy: str  # how it was measured, in words
 
 
 def night_report(session: Session, night: date) -> NightReport:
     start, end = night_bounds(night)
     attempts = session.exec(select(Attempt).where(col(Attempt.started_at) >= start, col(Attempt.started_at) < end)
                             .order_by(col(Attempt.started_at))).all()
+    events = session.exec(select(WorkerEvent).where(col(WorkerEvent.started_at) >= start,
+                                                    col(WorkerEvent.started_at) < end)).all()
     finished = session.exec(select(func.count()).select_from(Task).where(
         col(Task.finished_at) >= start, col(Task.finished_at) < end)).one()
     now = utcnow()
-    first = attempts[0].started_at if attempts else None
-    last = max(((a.ended_at or now) for a in attempts), default=None)
+    first = min([a.started_at for a in attempts] + [e.started_at for e in events], default=None)
+    last = max([(a.ended_at or now) for a in attempts] + [e.ended_at for e in events], default=None)
     bars, busy = [], defaultdict(float)
     for a in attempts:
         stop = a.ended_at or now
@@ -239,11 +248,30 @@ def night_report(session: Session, night: date) -> NightReport:
         bars.append(Bar(worker=a.worker_name, task_id=a.task_id, kind="attempt", status=a.status.value,
                         start_s=(a.started_at - first).total_seconds(), end_s=(stop - first).total_seconds(),
                         tokens_out=a.tokens_out))
+    for e in events:
+        bars.append(Bar(worker=e.worker_name, task_id=e.task_id, kind=e.kind.value, status=e.detail,
+                        start_s=(e.started_at - first).total_seconds(), end_s=(e.ended_at - first).total_seconds()))
     tokens = sum(a.tokens_out for a in attempts)
     busy_s = sum(busy.values())
+    swaps = [e for e in events if e.kind is WorkerEventKind.SWAP]
+    pauses = [e for e in events if e.kind is WorkerEventKind.SUSPEND]
+    kwh, energy = _energy(attempts)
     return NightReport(
-        night=night, started_at=first, ended_at=last, workers=sorted(busy), bars=bars,
-        tasks_finished=finished, attempts=len(attempts), worker_hours=busy_s / 3600, tokens_out=tokens,
+        night=night, started_at=first, ended_at=last, workers=sorted(set(busy) | {e.worker_name for e in events}),
+        bars=bars, tasks_finished=finished, attempts=len(attempts), worker_hours=busy_s / 3600, tokens_out=tokens,
         tokens_per_s=tokens / busy_s if busy_s else None,
-        energy="not measured on these workers (no NVML energy counter)",
+        swaps=len(swaps), swap_s=sum((e.ended_at - e.started_at).total_seconds() for e in swaps),
+        suspensions=len(pauses), suspended_s=sum((e.ended_at - e.started_at).total_seconds() for e in pauses),
+        energy_kwh=kwh, energy=energy,
     )
+
+
+def _energy(attempts) -> tuple[float | None, str]:
+    measured = [a for a in attempts if a.energy_j is not None]
+    if not measured:
+        return None, "not measured on these workers (no NVML energy counter or power reading)"
+    methods = sorted({a.energy_method for a in measured})
+    joules = sum(a.energy_j for a in measured)
+    per_task = joules / len(measured)
+    return joules / 3.6e6, (f"{joules / 3.6e6:.3f} kWh over {len(measured)} of {len(attempts)} attempts, "
+                            f"{per_task / 1000:.1f} kJ per attempt ({', '.join(methods)})")

@@ -12,13 +12,15 @@ from celery import Celery
 from celery.signals import worker_ready, worker_shutdown
 
 from scheduler import QUEUE, TASK_RUN_BATCH, TASK_RUN_PATCH, Settings, make_celery
+from scheduler.celery_app import worker_queue
 from scheduler.night import is_window_open
 from workers.energy import EnergyMeter
 from workers.engine import EngineHolder, configure_cpu_backend
 from workers.guard import Guard
+from workers.prefetch import Prefetcher
 from workers.presence import Presence
 from workers.probes import NvmlProbe, make_probes
-from workers.tasks import WorkerContext, run_batch_task, run_patch_task
+from workers.tasks import WorkerContext, record_swaps, run_batch_task, run_patch_task
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +34,8 @@ def create_worker_app(settings: Settings) -> tuple[Celery, WorkerContext]:
     nvml = next((p for p in probes if isinstance(p, NvmlProbe)), NvmlProbe(settings.yield_policy.gpu_index))
     ctx.energy = EnergyMeter(nvml.device)
     ctx.presence.idle_state = ctx.guard.idle_state
+    record_swaps(ctx)
+    ctx.presence.on_hint = Prefetcher(settings).hint
 
     @app.task(name=TASK_RUN_BATCH, acks_late=True, reject_on_worker_lost=True)
     def run_batch(task_id: int) -> dict:
@@ -59,6 +63,6 @@ def create_worker_app(settings: Settings) -> tuple[Celery, WorkerContext]:
 def run_worker(settings: Settings, loglevel: str = "INFO") -> None:
     configure_cpu_backend()
     app, _ctx = create_worker_app(settings)
-    app.worker_main(["worker", "--pool=solo", "--concurrency=1", f"--queues={QUEUE}",
+    app.worker_main(["worker", "--pool=solo", "--concurrency=1", f"--queues={QUEUE},{worker_queue(settings.worker_name)}",
                      f"--hostname={settings.worker_name}", f"--loglevel={loglevel}",
                      "--without-gossip", "--without-mingle"])

@@ -11,11 +11,13 @@ import gc
 import logging
 import os
 from collections.abc import Callable, Iterator, Sequence
+from datetime import datetime
 from pathlib import Path
 
 from jobs import Choice, EngineError, GenerationRequest, GenerationResult, InvalidInputError
 from scheduler import DEMO_MODEL, ModelSpec, Settings
 from workers.weights import peer_load_args
+from scheduler.models import utcnow
 
 log = logging.getLogger(__name__)
 
@@ -129,6 +131,8 @@ class EngineHolder:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.engine: VllmEngine | None = None
+        # Told of every model load (previous model, new model, started, ended): the night report.
+        self.on_swap: Callable[[str | None, str, datetime, datetime], None] | None = None
 
     @property
     def resident_model(self) -> str | None:
@@ -147,8 +151,11 @@ class EngineHolder:
             from workers.tiny_model import make_tiny_model
 
             make_tiny_model(Path(spec.source))
+        previous, started = self.resident_model, utcnow()
         self.release()
         self.engine = VllmEngine(alias, spec, self.settings)
+        if self.on_swap is not None:
+            self.on_swap(previous, alias, started, utcnow())
         return self.engine
 
     def release(self) -> None:

@@ -145,13 +145,18 @@ def run_guarded(guard: Guard, load: Callable[[], Engine], body: Round, *, raise_
     """Run ``body`` in rounds until it finishes uninterrupted (its merged outcome is
     returned) or the task must be given back (``Released``)."""
     guard.begin()
-    total = None
+    total, freed = None, ""
+
+    def waiting(state: WorkerState, reason: str | None) -> None:  # keep saying the GPU is free
+        show(state, f"{reason}; {freed}" if freed and state is WorkerState.SUSPENDED else reason)
+
     while True:
-        stop = guard.wait_for_turn(show)
+        stop = guard.wait_for_turn(waiting)
         if stop is not None:
             free_gpu()
             return Released(stop.reason)
         engine = GuardedEngine(load(), guard, raise_mid_call)
+        freed = ""
         show(WorkerState.WORKING, None)
         try:
             outcome = body(engine)
@@ -164,6 +169,6 @@ def run_guarded(guard: Guard, load: Callable[[], Engine], body: Round, *, raise_
         if stop.kind == "window":
             free_gpu()
             return Released(stop.reason)
-        done = free_gpu()
-        log.warning("suspended: %s (%s)", stop.reason, done)
-        show(WorkerState.SUSPENDED, f"{stop.reason}; {done}")
+        freed = free_gpu()
+        log.warning("suspended: %s (%s)", stop.reason, freed)
+        show(WorkerState.SUSPENDED, f"{stop.reason}; {freed}")

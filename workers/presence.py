@@ -51,6 +51,8 @@ class Presence:
         self._thread = threading.Thread(target=self._beat_forever, name="heartbeat", daemon=True)
         # What an idle worker shows instead (outside-window, owner-active); see workers.guard.
         self.idle_state: Callable[[], tuple[WorkerState, str | None]] | None = None
+        # Told the planner's prefetch hint after each heartbeat; see workers.prefetch.
+        self.on_hint: Callable[[str | None], None] | None = None
 
     def start(self) -> list[int]:
         """Announce this worker and take back what an earlier run under this name left
@@ -71,6 +73,11 @@ class Presence:
             self._fields.update(fields)
         self._beat()
 
+    @property
+    def current_task_id(self) -> int | None:
+        with self._lock:
+            return self._fields.get("current_task_id")
+
     def stop(self) -> None:
         self._stop.set()
         with session_scope(self.settings.database_url) as session:
@@ -83,6 +90,9 @@ class Presence:
             fields["state"], fields["state_reason"] = self.idle_state()
         with session_scope(self.settings.database_url) as session:
             store.record_heartbeat(session, self.name, **fields)
+            hint = store.get_worker(session, self.name).prefetch_model  # the row exists now
+        if refresh_idle and self.on_hint is not None:
+            self.on_hint(hint)
 
     def _beat_forever(self) -> None:
         while not self._stop.wait(self.settings.worker_heartbeat_s):

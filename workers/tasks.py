@@ -11,6 +11,7 @@ import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ from jobs.patch.loop import PatchLoop
 from jobs.patch.sandbox import BubblewrapSandbox, Sandbox, SandboxLimits
 from jobs.patch.state import PatchItem, PatchLimits, PatchState
 from scheduler import Settings, session_scope, store
-from scheduler.models import ArtifactKind, Task, TaskStatus, WorkerState
+from scheduler.models import ArtifactKind, Task, TaskStatus, WorkerEventKind, WorkerState, utcnow
 from workers.energy import EnergyMeter
 from workers.engine import EngineHolder
 from workers.guard import Guard, Released, run_guarded
@@ -102,12 +103,39 @@ def _run_body(ctx: WorkerContext, task: Task, body: JobBody) -> Outcome | Releas
             fresh = store.get_task(session, task.id)
         return body(ctx, fresh, engine)
 
+    suspended: list = []  # (since, reason) while the GPU is given back
+
     def show(state: WorkerState, reason: str | None) -> None:
         ctx.presence.set(state=state, state_reason=reason, resident_model=ctx.holder.resident_model)
+        if state is WorkerState.SUSPENDED and not suspended:
+            suspended.append((utcnow(), reason or ""))
+        elif state is WorkerState.WORKING and suspended:
+            _record_event(ctx, WorkerEventKind.SUSPEND, *suspended.pop(), task.id, task.model)
 
-    return run_guarded(ctx.guard, lambda: ctx.holder.engine_for(task.model), one_round,
-                       raise_mid_call=task.kind != BATCH_KIND, show=show, free_gpu=ctx.holder.sleep,
-                       merge=_merge)
+    try:
+        return run_guarded(ctx.guard, lambda: ctx.holder.engine_for(task.model), one_round,
+                           raise_mid_call=task.kind != BATCH_KIND, show=show, free_gpu=ctx.holder.sleep,
+                           merge=_merge)
+    finally:
+        if suspended:  # gave the task back while suspended
+            _record_event(ctx, WorkerEventKind.SUSPEND, *suspended.pop(), task.id, task.model)
+
+
+def _record_event(ctx: WorkerContext, kind: WorkerEventKind, started_at: datetime, detail: str,
+                  task_id: int | None, model: str | None) -> None:
+    with session_scope(ctx.settings.database_url) as session:
+        store.record_worker_event(session, ctx.presence.name, kind, started_at, utcnow(),
+                                  task_id=task_id, model=model, detail=detail)
+
+
+def record_swaps(ctx: WorkerContext) -> None:
+    """Write every model load of this worker as a swap event (the night report's swap time)."""
+    def on_swap(previous: str | None, model: str, started_at: datetime, _ended_at: datetime) -> None:
+        task_id = ctx.presence.current_task_id
+        _record_event(ctx, WorkerEventKind.SWAP, started_at, f"{previous or 'nothing'} -> {model}",
+                      task_id, model)
+
+    ctx.holder.on_swap = on_swap
 
 
 def _merge(first: Outcome, then: Outcome) -> Outcome:

@@ -70,7 +70,7 @@ class Stack:
         return "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')[-3000:]}"
                          for p in sorted(self.data_dir.glob("*.log")))
 
-    def wait_until(self, what: str, check, timeout_s: float = 180):
+    def wait_until(self, what: str, check, timeout_s: float = 180, poll_s: float = 0.25):
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             for name, proc in self.procs.items():
@@ -79,7 +79,7 @@ class Stack:
             value = check()
             if value:
                 return value
-            time.sleep(0.25)
+            time.sleep(poll_s)
         pytest.fail(f"timed out after {timeout_s} s waiting for {what}\n{self.logs()}")
 
     def submit(self, lines: list[dict], model: str = "tiny") -> dict:

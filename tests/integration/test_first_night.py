@@ -56,6 +56,8 @@ def test_first_night_from_the_readme(tmp_path):
         submitted = _cli(env, "submit", "batch", "examples/requests.jsonl", "--model", "tiny-random")
         assert submitted.returncode == 0, submitted.stderr
         assert "queued task 1: 3 requests" in submitted.stdout
+        opened = _cli(env, "run-now")
+        assert opened.returncode == 0 and "window open until" in opened.stdout, opened.stderr
         out = tmp_path / "out.jsonl"
         results = _cli(env, "results", "1", "-o", str(out), "--wait")
         assert results.returncode == 0, results.stderr + (tmp_path / "run.log").read_text()[-3000:]
