@@ -184,5 +184,5 @@ def parse_duration(text: str) -> timedelta:
     hours, minutes, seconds = (int(g or 0) for g in match.groups())
     total = timedelta(hours=hours, minutes=minutes, seconds=seconds)
     if total <= timedelta(0):
-        raise WindowConfigError("duration", f"{text!r} is zero; give a positive duration")
+        raise WindowConfigError("duration", f"{text!r} is zero; give a positive duration such as 90m")
     return total

@@ -106,6 +106,7 @@ class RunningTask(BaseModel):
     progress_done: int
     progress_total: int
     started_at: datetime | None
+    plan_note: str | None = None
 
 
 class Tonight(BaseModel):

@@ -1,5 +1,7 @@
 import json
 
+import pytest
+
 from jobs import FakeEngine, run_batch
 from jobs.batch import BatchRequest
 from scheduler import session_scope, store
@@ -124,3 +126,10 @@ def test_a_batch_task_cannot_be_merged_or_requeued(client):
         resp = client.post(f"/api/tasks/{task_id}/{action}", json=body)
         assert resp.status_code == 422 and "only TODO items" in resp.json()["detail"]["message"]
     assert client.get(f"/api/tasks/{task_id}/patch.diff").status_code == 404
+
+
+@pytest.mark.parametrize("duration", ["abc", "0m", "-5m"])
+def test_run_now_refuses_a_bad_duration_naming_it(client, duration):
+    resp = client.post("/api/run-now", json={"duration": duration})
+    assert resp.status_code == 422, resp.text
+    assert "duration" in resp.text and "90m" in resp.text

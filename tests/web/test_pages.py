@@ -106,3 +106,17 @@ def test_tokens_page_creates_shows_once_and_revokes(browser):
 def test_logout_ends_the_session(browser):
     browser.post("/logout", data={"csrf_token": browser.csrf})
     assert browser.get("/", follow_redirects=False).status_code == 303
+
+
+def test_tonight_shows_why_a_worker_is_suspended_and_why_a_task_waits(browser, sample, settings):
+    from scheduler import session_scope, store
+    from scheduler.models import WorkerState
+
+    (task_id,) = _todo(browser, text="- Fix add\n").url.params["queued"].split(",")
+    with session_scope(settings.database_url) as session:
+        store.record_heartbeat(session, "gamer-pc", state=WorkerState.SUSPENDED, hardware={"gpus": []},
+                               state_reason="programs: steam (pid 4242) <b>")
+        store.set_plan_notes(session, {int(task_id): "model huge needs 84 GiB; the largest worker GPU has 24 GiB"})
+    frag = browser.get("/tonight/live").text
+    assert "suspended" in frag and "programs: steam (pid 4242) &lt;b&gt;" in frag
+    assert "model huge needs 84 GiB" in frag
