@@ -1,10 +1,10 @@
 """Time to a ready engine on a model switch: the peer loader against vLLM's default loader.
 
-    .venv/bin/python bench/engine_switch.py                   # ~1.4 GB random Llama, 1 round
+    .venv/bin/python bench/engine_switch.py                   # ~1.4 GB random Llama, 2 rounds
     .venv/bin/python bench/engine_switch.py --hidden 512 --layers 4   # smoke run (~100 MB)
 
 Model: a random Llama (``workers.tiny_model``, hidden 1536, 12 layers, MLP 4096: ~1.4 GB of
-float32) in bench/.cache/. A weight server process (``python -m rdma_loader.server --in-ram``)
+float32) in bench/.cache/. A weight server process (``python -m rdma_loader --in-ram``)
 holds it in RAM, as a worker with that model resident would. Each case is a fresh process
 (``vllm`` imported before the clock) timing ``vllm.LLM(...)`` until it returns, i.e. until the
 engine is ready to generate:
@@ -16,8 +16,11 @@ engine is ready to generate:
 - ``peer-forced``: the same with the disk's bandwidth set to 1 byte/s, so the peer serves all.
 
 Each case runs with the page cache warm (the files read just before) and cold
-(``posix_fadvise(POSIX_FADV_DONTNEED)`` on every file of the model directory first). Results
-are merged into bench/results/weight_pull.json under ``engine_switch``.
+(``posix_fadvise(POSIX_FADV_DONTNEED)`` on every file of the model directory first). Besides
+the time to ready, ``weights_s`` is the weight-loading step alone: the peer loader's own
+``load_weights`` (manifest, choice, pull, verify, ``model.load_weights``) from its report, and
+vLLM's "Loading weights took" for the default loader. Medians over the rounds are merged into
+bench/results/weight_pull.json under ``engine_switch``.
 """
 
 from __future__ import annotations
@@ -87,7 +90,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--hidden", type=int, default=1536)
     parser.add_argument("--layers", type=int, default=12)
-    parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--peer-bandwidth", type=float)
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
@@ -103,7 +106,7 @@ def main() -> None:
     secret_file = work / "secret"
     secret_file.write_text(SECRET)
     env = {**os.environ, "PYTHONPATH": str(ROOT), "VLLM_CPU_KVCACHE_SPACE": "1"}
-    server = subprocess.Popen([sys.executable, "-m", "rdma_loader.server", str(model), "--in-ram",
+    server = subprocess.Popen([sys.executable, "-m", "rdma_loader", str(model), "--in-ram",
                                "--secret-file", str(secret_file)], env=env, stdout=subprocess.PIPE,
                               stderr=subprocess.DEVNULL, text=True)
     port = json.loads(server.stdout.readline())["port"]
@@ -122,18 +125,20 @@ def main() -> None:
                     if out.returncode != 0:
                         raise SystemExit(f"{case}/{cache} failed:\n{out.stderr[-4000:]}")
                     ready = json.loads(out.stdout.strip().splitlines()[-1])["ready_s"]
-                    pulled = json.loads(report.read_text()) if report.is_file() else None
-                    sources = [(s["kind"], s["verified_bytes"]) for s in pulled["sources"]] if pulled else []
+                    pulled = json.loads(report.read_text()) if report.is_file() else {}
+                    sources = [(s["kind"], s["verified_bytes"]) for s in pulled.get("sources", [])]
+                    weights_s = pulled.get("load_weights_s") or _vllm_weights_s(out.stderr)
                     runs.append({"round": round_, "cache": cache, "case": case, "ready_s": ready,
-                                 "pull_s": pulled and pulled.get("seconds"), "sources": sources})
-                    print(f"{cache:4} {case:11} ready in {ready:6.2f} s  {sources}", flush=True)
+                                 "weights_s": weights_s, "pull_s": pulled.get("seconds"),
+                                 "fallback": pulled.get("fallback"), "sources": sources})
+                    print(f"{cache:4} {case:11} ready in {ready:6.2f} s, weights {weights_s or 0:6.2f} s "
+                          f"{sources or pulled.get('fallback', '')}", flush=True)
     finally:
         server.terminate()
         server.wait()
     result = {"model_bytes": size, "shape": shape.__dict__, "dtype": "float32",
               "peer_bandwidth_bytes_s_configured": peer_bandwidth, "disk_cold_read_bytes_s": disk_rate,
-              "best_ready_s": {f"{c}/{k}": min(r["ready_s"] for r in runs if r["case"] == k and r["cache"] == c)
-                               for c in ("warm", "cold") for k in CASES},
+              "median_ready_s": _medians(runs, "ready_s"), "median_weights_s": _medians(runs, "weights_s"),
               "runs": runs, "machine": _machine(), "date": datetime.now(UTC).date().isoformat()}
     print(json.dumps({k: v for k, v in result.items() if k != "runs"}, indent=2))
     if not args.no_write:
@@ -141,6 +146,25 @@ def main() -> None:
         data["engine_switch"] = result
         RESULTS.parent.mkdir(parents=True, exist_ok=True)
         RESULTS.write_text(json.dumps(data, indent=2) + "\n")
+
+
+def _medians(runs: list[dict], key: str) -> dict[str, float | None]:
+    import statistics
+
+    out = {}
+    for cache in ("warm", "cold"):
+        for case in CASES:
+            values = [r[key] for r in runs if r["case"] == case and r["cache"] == cache and r[key] is not None]
+            out[f"{cache}/{case}"] = statistics.median(values) if values else None
+    return out
+
+
+def _vllm_weights_s(stderr: str) -> float | None:
+    """vLLM's own 'Loading weights took N seconds' (the default loader logs it)."""
+    import re
+
+    found = re.findall(r"Loading weights took ([0-9.]+) seconds", stderr)
+    return float(found[-1]) if found else None
 
 
 def _measured_pull_rate() -> float | None:

@@ -4,7 +4,7 @@
     .venv/bin/python bench/weight_pull.py --size-mib 256 --rounds 1   # smoke run
 
 Model: random F32 tensors (16 to 96 MiB) in two safetensors files, cached in
-bench/.cache/weight_pull/. One weight server process (``python -m rdma_loader.server``, the
+bench/.cache/weight_pull/. One weight server process (``python -m rdma_loader``, the
 page cache and ``sendfile``) serves it on 127.0.0.1; this process pulls it.
 
 Three paths, each with the same number of streams, each into a fresh anonymous mmap:
@@ -53,7 +53,7 @@ MIB = 1 << 20
 
 def start_server(model: Path) -> tuple[subprocess.Popen, int]:
     env = {**os.environ, "NIGHTSHIFT_CLUSTER_SECRET": SECRET, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen([sys.executable, "-m", "rdma_loader.server", str(model)], env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "rdma_loader", str(model)], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     return proc, json.loads(proc.stdout.readline())["port"]
 

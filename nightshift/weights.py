@@ -29,6 +29,7 @@ def add_command(sub) -> None:
     serve.add_argument("--secret-file", type=Path, help="the cluster secret (else NIGHTSHIFT_CLUSTER_SECRET)")
     serve.add_argument("--in-ram", action="store_true", help="serve from an in-RAM copy, not the page cache")
     serve.add_argument("--max-bytes-per-s", type=float, help="cap the upload (spare the owner's link)")
+    serve.add_argument("--rdma-ip", help="also export over RDMA (pyverbs), rdmacm on this address")
     serve.add_argument("--registry", default="", help="redis:// URL to advertise on")
     serve.add_argument("--advertise-host", default="", help="address peers reach us at (default: --host)")
     serve.add_argument("--bandwidth-bytes-s", type=float, help="link speed to advertise (measured or known)")
@@ -52,7 +53,7 @@ def resolve_model_dir(model: str) -> Path:
 
 
 def cmd_serve_weights(args: argparse.Namespace) -> int:
-    from rdma_loader.server import WeightServer, announce, secret_from
+    from rdma_loader.server import WeightServer, announce, rdma_exporter, secret_from
 
     model_dir = resolve_model_dir(args.model)
     try:
@@ -60,7 +61,8 @@ def cmd_serve_weights(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as exc:
         raise SystemExit(str(exc)) from exc
     server = WeightServer(model_dir, secret, args.host, args.port, in_ram=args.in_ram,
-                          max_bytes_per_s=args.max_bytes_per_s).start()
+                          max_bytes_per_s=args.max_bytes_per_s,
+                          rdma_exporter=rdma_exporter(args.rdma_ip, model_dir)).start()
     announce(server)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -84,7 +86,7 @@ def _advertiser(args: argparse.Namespace, server):
 
     registry = RedisRegistry(args.registry)
     ad = Advertisement(server.manifest.fingerprint, args.advertise_host or args.host, server.port,
-                       ("tcp",), args.bandwidth_bytes_s, model=args.model)
+                       ("tcp", "rdma") if args.rdma_ip else ("tcp",), args.bandwidth_bytes_s, model=args.model)
 
     def advertise(withdraw: bool = False) -> None:
         try:

@@ -16,10 +16,12 @@ Registered in every vLLM process by the ``vllm.general_plugins`` entry point
     })
 
 The manifest comes from the first peer that answers (and matches ``fingerprint`` and the local
-``config.json``, where those exist). The puller then takes the fastest source, peers or the
-local disk, verifies each tensor, and the tensors go to ``model.load_weights`` as
-``torch.frombuffer`` views of the pulled buffer. When no peer answers, the weights are loaded
-from the local disk by vLLM's own safetensors loader. This is the only module of
+``config.json``, where those exist). The sources (the peers, and the local disk with its
+bandwidth probed) are ranked by estimated time. When the local disk comes first, vLLM's own
+safetensors loader reads it (as fast, without a copy through our buffer). Otherwise the puller
+pulls from the fastest, verifying each tensor, falling back source by source, and the tensors
+go to ``model.load_weights`` as ``torch.frombuffer`` views of the pulled buffer. When no peer
+answers, or every source fails, the local disk is loaded by vLLM's own loader. This is the only module of
 ``rdma_loader`` that imports torch or vLLM.
 """
 
@@ -29,6 +31,7 @@ import dataclasses
 import json
 import logging
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -39,11 +42,11 @@ from vllm.model_executor.model_loader.base_loader import BaseModelLoader
 from vllm.model_executor.model_loader.default_loader import DefaultModelLoader
 
 from rdma_loader import LOAD_FORMAT
-from rdma_loader.errors import ManifestError, TransportError
+from rdma_loader.errors import ManifestError, NoSourceError, TransportError
 from rdma_loader.manifest import Manifest, config_digest
 from rdma_loader.protocol import read_secret
 from rdma_loader.puller import PullResult, Puller
-from rdma_loader.sources import DiskSource, PeerSource, Source
+from rdma_loader.sources import DiskSource, PeerSource, Source, SourceKind
 from rdma_loader.tcp import PeerConnection
 
 log = logging.getLogger(__name__)
@@ -129,17 +132,39 @@ class PeerModelLoader(BaseModelLoader):
         pass  # nothing to download: the bytes come from peers or the local disk
 
     def load_weights(self, model: torch.nn.Module, model_config) -> None:
+        start = time.perf_counter()
+        self._report: dict[str, Any] = {}
+        try:
+            self._load(model, model_config)
+        finally:
+            self._write_report({**self._report, "load_weights_s": time.perf_counter() - start})
+
+    def _load(self, model: torch.nn.Module, model_config) -> None:
         local_dir = self.options.local_dir or Path(model_config.model)
         manifest = self._manifest(local_dir)
         if manifest is None:
             log.warning("no peer reachable: loading %s from the local disk", local_dir)
-            self._write_report({"fallback": "local-disk", "sources": []})
+            self._report = {"fallback": "local-disk", "reason": "no peer answered", "sources": []}
             self._default_loader().load_weights(model, model_config)
             return
-        result = Puller(self._sources(local_dir)).pull(manifest)
+        puller = Puller(self._sources(local_dir))
+        (estimate_s, best), *_ = puller.plan(manifest)
+        if best.kind == SourceKind.LOCAL_DISK:  # vLLM reads it as fast, without our extra copy
+            log.info("the local disk is the fastest source (%.2f s): vLLM's own loader reads it", estimate_s)
+            self._report = {"fallback": "local-disk", "reason": "fastest source", "sources": [],
+                            "plan": [{"label": s.label, "estimate_s": e} for e, s in puller.plan(manifest)]}
+            self._default_loader().load_weights(model, model_config)
+            return
+        try:
+            result = puller.pull(manifest)
+        except NoSourceError as exc:  # transient: every source failed; the disk copy may still load
+            log.warning("pull failed, loading %s from the local disk: %s", local_dir, exc)
+            self._report = {"fallback": "local-disk", "reason": str(exc), "sources": []}
+            self._default_loader().load_weights(model, model_config)
+            return
         log.info("pulled %d bytes in %.2f s (%.2f GB/s): %s", manifest.total_bytes, result.seconds,
                  result.bytes_per_s / 1e9, ", ".join(f"{r.label} {r.verified_bytes}" for r in result.reports))
-        self._write_report(report_json(result))
+        self._report = report_json(result)
         model.load_weights(tensors_of(result))
 
     def _manifest(self, local_dir: Path) -> Manifest | None:

@@ -50,6 +50,7 @@ from rdma_loader.errors import (
 
 PROTOCOL_VERSION = 1
 MAX_FRAME_BYTES = 64 * 1024 * 1024  # a manifest of ~300k tensors; anything larger is a lie
+MAX_HANDSHAKE_FRAME_BYTES = 4096  # before authentication nobody gets to make us allocate more
 NONCE_BYTES = 32
 _LABEL = b"nightshift-weights-v1 "
 _LENGTH = struct.Struct(">I")
@@ -62,12 +63,12 @@ def send_message(sock: socket.socket, message: dict[str, Any]) -> None:
     sock.sendall(_LENGTH.pack(len(body)) + body)
 
 
-def recv_message(sock: socket.socket) -> dict[str, Any]:
+def recv_message(sock: socket.socket, max_bytes: int = MAX_FRAME_BYTES) -> dict[str, Any]:
     """One frame; ``PeerGoneError`` on a closed or timed-out socket, ``TransportError`` on a
-    frame that is not a JSON object."""
+    frame that is not a JSON object or is over ``max_bytes``."""
     (length,) = _LENGTH.unpack(recv_exact(sock, _LENGTH.size))
-    if length > MAX_FRAME_BYTES:
-        raise TransportError(f"control frame of {length} bytes is over the {MAX_FRAME_BYTES} limit")
+    if length > max_bytes:
+        raise TransportError(f"control frame of {length} bytes is over the {max_bytes} limit")
     try:
         message = json.loads(recv_exact(sock, length))
     except ValueError as exc:
@@ -158,14 +159,14 @@ def client_handshake(sock: socket.socket, secret: bytes) -> None:
 
 def server_handshake(sock: socket.socket, secret: bytes) -> None:
     """Raises ``AuthenticationError`` (after telling the client) unless it proves the secret."""
-    hello = recv_message(sock)
+    hello = recv_message(sock, MAX_HANDSHAKE_FRAME_BYTES)
     if hello["op"] != "hello" or hello.get("version") != PROTOCOL_VERSION:
         send_error(sock, "auth", f"authenticate first: hello with version {PROTOCOL_VERSION}")
         raise AuthenticationError(f"client sent {hello['op']!r} before authenticating")
     client_nonce = _nonce_field(hello, "client_nonce")
     server_nonce = new_nonce()
     send_message(sock, {"op": "challenge", "server_nonce": server_nonce})
-    auth = recv_message(sock)
+    auth = recv_message(sock, MAX_HANDSHAKE_FRAME_BYTES)
     if auth["op"] != "auth" or not check_proof(secret, "client", server_nonce, client_nonce,
                                                auth.get("proof")):
         send_error(sock, "auth", "wrong cluster secret")

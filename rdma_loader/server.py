@@ -64,6 +64,7 @@ from rdma_loader.protocol import (
 log = logging.getLogger(__name__)
 
 MAX_RANGES_PER_READ = 100_000
+MAX_CONNECTIONS = 256  # beyond this, new connections are closed at once (no thread each)
 
 
 @runtime_checkable
@@ -117,6 +118,7 @@ class WeightServer:
         self._bounds: list[tuple[list[int], list[int]]] = []  # per file: tensor starts, ends
         self._listener: socket.socket | None = None
         self._closed = threading.Event()
+        self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
 
     # --- lifecycle ---
 
@@ -166,6 +168,10 @@ class WeightServer:
             except OSError:
                 return  # closed
             self.stats.add(connections=1)
+            if not self._slots.acquire(blocking=False):
+                log.warning("refused %s:%d: %d connections already open", peer[0], peer[1], MAX_CONNECTIONS)
+                conn.close()
+                continue
             threading.Thread(target=self._serve, args=(conn, peer), daemon=True,
                              name=f"weights-{peer[0]}:{peer[1]}").start()
 
@@ -191,6 +197,7 @@ class WeightServer:
             for fh in files:
                 fh.close()
             conn.close()
+            self._slots.release()
 
     def _handle(self, conn: socket.socket, message: dict[str, Any], who: str, files: list[Any]) -> bool:
         op = message["op"]
@@ -314,30 +321,42 @@ def secret_from(path: Path | None, env_value: str | None) -> bytes:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python3 -m rdma_loader.server MODEL_DIR``: the same server without Nightshift installed
+    """``python3 -m rdma_loader MODEL_DIR``: the same server without Nightshift installed
     (for the Soft-RoCE VM). Prints one JSON line when ready: host, port, fingerprint."""
     import os
 
-    parser = argparse.ArgumentParser(prog="python3 -m rdma_loader.server")
+    parser = argparse.ArgumentParser(prog="python3 -m rdma_loader")
     parser.add_argument("model_dir", type=Path)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--secret-file", type=Path)
     parser.add_argument("--in-ram", action="store_true", help="serve from an in-RAM copy")
     parser.add_argument("--max-bytes-per-s", type=float, help="cap the upload (the owner's link)")
+    parser.add_argument("--rdma-ip", help="also export over RDMA, listening (rdmacm) on this address")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     secret = secret_from(args.secret_file, os.environ.get("NIGHTSHIFT_CLUSTER_SECRET"))
     server = WeightServer(args.model_dir, secret, args.host, args.port, in_ram=args.in_ram,
-                          max_bytes_per_s=args.max_bytes_per_s).start()
+                          max_bytes_per_s=args.max_bytes_per_s,
+                          rdma_exporter=rdma_exporter(args.rdma_ip, args.model_dir)).start()
     announce(server)
     server.wait()
     return 0
 
 
+def rdma_exporter(ip: str | None, model_dir: Path) -> RdmaExporter | None:
+    """``rdma_loader.rdma.RdmaExporter`` on ``ip`` (imported only when asked for)."""
+    if not ip:
+        return None
+    from rdma_loader.rdma import RdmaExporter as PyverbsExporter
+
+    return PyverbsExporter(ip, model_dir=model_dir)
+
+
 def announce(server: WeightServer) -> None:
     assert server.manifest is not None
-    print(json.dumps({"event": "ready", "host": server.host, "port": server.port,
+    transports = ["tcp", "rdma"] if server.rdma_exporter is not None else ["tcp"]
+    print(json.dumps({"event": "ready", "host": server.host, "port": server.port, "transports": transports,
                       "fingerprint": server.manifest.fingerprint,
                       "total_bytes": server.manifest.total_bytes}), flush=True)
 

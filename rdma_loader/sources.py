@@ -209,8 +209,12 @@ class PeerSource(Source):
             theirs = tcp.manifest()
         else:
             conn = PeerConnection(self.host, self.port, self.secret, self.timeout_s)
-            theirs = conn.manifest()
-            self.transport = open_rdma_transport(conn, theirs)
+            try:
+                theirs = conn.manifest()
+                self.transport = open_rdma_transport(conn, theirs)
+            except BaseException:
+                conn.close()
+                raise
         if theirs.fingerprint != manifest.fingerprint:
             raise TransportError(f"{self.label} serves fingerprint {theirs.fingerprint}, not "
                                  f"{manifest.fingerprint}")
@@ -228,11 +232,11 @@ class PeerSource(Source):
 
 def open_rdma_transport(conn: PeerConnection, manifest: Manifest) -> Transport:
     """``rdma_loader.rdma.open_transport(conn, manifest)``: the RDMA engineer's entry point.
-    It owns ``conn`` (and closes it with the transport)."""
+    On success the transport owns ``conn`` (and closes it in its ``close``); on an exception the
+    caller closes it."""
     try:
         rdma = importlib.import_module("rdma_loader.rdma")
     except ImportError as exc:
-        conn.close()
         raise RdmaUnavailableError(f"the RDMA transport cannot be imported: {exc}") from exc
     return rdma.open_transport(conn, manifest)
 

@@ -49,7 +49,7 @@ def start_server(tmp_path: Path, secret_file: Path) -> Iterator:
     def start(model_dir: Path, *extra: str, secret: Path = secret_file) -> ServerProcess:
         log = tmp_path / f"server-{len(started)}.log"
         proc = subprocess.Popen(
-            [sys.executable, "-m", "rdma_loader.server", str(model_dir), "--secret-file", str(secret), *extra],
+            [sys.executable, "-m", "rdma_loader", str(model_dir), "--secret-file", str(secret), *extra],
             cwd=ROOT, stdout=subprocess.PIPE, stderr=log.open("wb"), text=True,
             env={**os.environ, "PYTHONPATH": str(ROOT)})
         deadline = time.monotonic() + 60

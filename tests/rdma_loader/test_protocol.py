@@ -107,3 +107,10 @@ def test_requests_before_the_handshake_are_refused():
 def test_a_short_secret_is_refused():
     with pytest.raises(ValueError, match="at least 16"):
         read_secret("short\n")
+
+
+def test_a_huge_frame_before_the_handshake_is_refused_unread():
+    client, thread, errors = _pair(lambda s: server_handshake(s, SECRET))
+    client.sendall((1 << 20).to_bytes(4, "big"))
+    thread.join()
+    assert "over the 4096" in str(errors[0])
