@@ -1,6 +1,7 @@
 """Pulling model weights from peers (RDMA via pyverbs, or TCP), with source choice and a vLLM
 loader. The core (everything re-exported here) runs on the standard library alone; pyverbs is
-imported only by ``rdma_loader.rdma`` and torch/vLLM only by ``rdma_loader.plugin``."""
+imported only by ``rdma_loader.rdma`` and ``rdma_loader.rdma_export``, torch/vLLM only by
+``rdma_loader.plugin``."""
 
 from rdma_loader.errors import (
     AuthenticationError,

@@ -345,10 +345,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def rdma_exporter(ip: str | None, model_dir: Path) -> RdmaExporter | None:
-    """``rdma_loader.rdma.RdmaExporter`` on ``ip`` (imported only when asked for)."""
+    """``rdma_loader.rdma_export.RdmaExporter`` on ``ip`` (imported only when asked for)."""
     if not ip:
         return None
-    from rdma_loader.rdma import RdmaExporter as PyverbsExporter
+    from rdma_loader.rdma_export import RdmaExporter as PyverbsExporter
 
     return PyverbsExporter(ip, model_dir=model_dir)
 

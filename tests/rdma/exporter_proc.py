@@ -10,7 +10,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from rdma_loader.rdma import RdmaExporter  # noqa: E402
+from rdma_loader.rdma_export import RdmaExporter  # noqa: E402
 
 
 def main() -> None:
