@@ -18,6 +18,7 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 ADVERTISE_TTL_S = 30.0
+DEFAULT_RDMA_PORT = 7471  # rdma_loader.rdma.DEFAULT_PORT, not imported: the CLI loads rdma_loader lazily
 
 
 def add_command(sub) -> None:
@@ -30,6 +31,8 @@ def add_command(sub) -> None:
     serve.add_argument("--in-ram", action="store_true", help="serve from an in-RAM copy, not the page cache")
     serve.add_argument("--max-bytes-per-s", type=float, help="cap the upload (spare the owner's link)")
     serve.add_argument("--rdma-ip", help="also export over RDMA (pyverbs), rdmacm on this address")
+    serve.add_argument("--rdma-port", type=_port, default=DEFAULT_RDMA_PORT,
+                       help=f"rdmacm port of the RDMA export (default: {DEFAULT_RDMA_PORT}; one per server)")
     serve.add_argument("--registry", default="", help="redis:// URL to advertise on")
     serve.add_argument("--advertise-host", default="", help="address peers reach us at (default: --host)")
     serve.add_argument("--bandwidth-bytes-s", type=float, help="link speed to advertise (measured or known)")
@@ -52,8 +55,28 @@ def resolve_model_dir(model: str) -> Path:
     return Path(spec.source)
 
 
+def _port(text: str) -> int:
+    """An argparse type: a TCP/rdmacm port number."""
+    try:
+        port = int(text)
+    except ValueError:
+        port = 0
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"got {text!r}; a port is an integer from 1 to 65535")
+    return port
+
+
+def _rdma_exporter(args: argparse.Namespace, model_dir: Path):
+    """The pyverbs exporter on ``--rdma-ip``/``--rdma-port``, or None without ``--rdma-ip``."""
+    if not args.rdma_ip:
+        return None
+    from rdma_loader.rdma_export import RdmaExporter
+
+    return RdmaExporter(args.rdma_ip, args.rdma_port, model_dir=model_dir)
+
+
 def cmd_serve_weights(args: argparse.Namespace) -> int:
-    from rdma_loader.server import WeightServer, announce, rdma_exporter, secret_from
+    from rdma_loader.server import WeightServer, announce, secret_from
 
     model_dir = resolve_model_dir(args.model)
     try:
@@ -62,7 +85,7 @@ def cmd_serve_weights(args: argparse.Namespace) -> int:
         raise SystemExit(str(exc)) from exc
     server = WeightServer(model_dir, secret, args.host, args.port, in_ram=args.in_ram,
                           max_bytes_per_s=args.max_bytes_per_s,
-                          rdma_exporter=rdma_exporter(args.rdma_ip, model_dir)).start()
+                          rdma_exporter=_rdma_exporter(args, model_dir)).start()
     announce(server)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
