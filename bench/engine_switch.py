@@ -127,7 +127,7 @@ def main() -> None:
                     ready = json.loads(out.stdout.strip().splitlines()[-1])["ready_s"]
                     pulled = json.loads(report.read_text()) if report.is_file() else {}
                     sources = [(s["kind"], s["verified_bytes"]) for s in pulled.get("sources", [])]
-                    weights_s = pulled.get("load_weights_s") or _vllm_weights_s(out.stderr)
+                    weights_s = pulled.get("load_weights_s") or _vllm_weights_s(out.stdout + out.stderr)
                     runs.append({"round": round_, "cache": cache, "case": case, "ready_s": ready,
                                  "weights_s": weights_s, "pull_s": pulled.get("seconds"),
                                  "fallback": pulled.get("fallback"), "sources": sources})
@@ -159,11 +159,11 @@ def _medians(runs: list[dict], key: str) -> dict[str, float | None]:
     return out
 
 
-def _vllm_weights_s(stderr: str) -> float | None:
+def _vllm_weights_s(log_text: str) -> float | None:
     """vLLM's own 'Loading weights took N seconds' (the default loader logs it)."""
     import re
 
-    found = re.findall(r"Loading weights took ([0-9.]+) seconds", stderr)
+    found = re.findall(r"Loading weights took ([0-9.]+) seconds", log_text)
     return float(found[-1]) if found else None
 
 
