@@ -16,7 +16,9 @@ Three paths, each with the same number of streams, each into a fresh anonymous m
 
 The paths alternate within each round; the best of the rounds per path and stream count is
 kept. ``tcp_ratio`` = best pull / best baseline (both over every stream count);
-``tcp_transport_ratio`` the same for the transport alone. Results are merged into
+``tcp_transport_ratio`` the same for the transport alone. With ``--cap-bytes-per-s`` the weight
+server and the baseline sender are both paced to that rate (a link slower than loopback, e.g.
+1.1e9 for 10 GbE) and the results go under ``tcp_capped`` instead. Results are merged into
 bench/results/weight_pull.json (the RDMA engineer's keys are kept).
 """
 
@@ -51,9 +53,10 @@ SECRET = "bench-cluster-secret-" + "0" * 32
 MIB = 1 << 20
 
 
-def start_server(model: Path) -> tuple[subprocess.Popen, int]:
+def start_server(model: Path, cap: float) -> tuple[subprocess.Popen, int]:
     env = {**os.environ, "NIGHTSHIFT_CLUSTER_SECRET": SECRET, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen([sys.executable, "-m", "rdma_loader", str(model)], env=env,
+    capped = ["--max-bytes-per-s", str(cap)] if cap else []
+    proc = subprocess.Popen([sys.executable, "-m", "rdma_loader", str(model), *capped], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     return proc, json.loads(proc.stdout.readline())["port"]
 
@@ -61,16 +64,23 @@ def start_server(model: Path) -> tuple[subprocess.Popen, int]:
 # --- baseline: plain sockets ---------------------------------------------------------------
 
 
-def sender_main(port: int, paths: list[str], streams: int) -> None:
-    """Accept ``streams`` connections; stream k sends its share of the files' bytes."""
+def sender_main(port: int, paths: list[str], streams: int, cap: float) -> None:
+    """Accept ``streams`` connections; stream k sends its share of the files' bytes (paced in
+    1 MiB chunks to ``cap`` bytes/s in all, like the weight server, when ``cap`` is set)."""
+    from rdma_loader.server import _PACED_CHUNK, _chunks, _Pacer
+
     listener = socket.create_server(("127.0.0.1", port))
     conns = [listener.accept()[0] for _ in range(streams)]
     files = [open(p, "rb") for p in paths]
     shares = _shares([os.path.getsize(p) for p in paths], streams)
+    pacer = _Pacer(cap) if cap else None
 
     def send(conn, share):
         for index, offset, length in share:
-            conn.sendfile(files[index], offset, length)
+            for start, size in _chunks(offset, length, _PACED_CHUNK if pacer else length):
+                if pacer is not None:
+                    pacer.wait(size)
+                conn.sendfile(files[index], start, size)
         conn.close()
 
     threads = [threading.Thread(target=send, args=(c, s)) for c, s in zip(conns, shares)]
@@ -87,12 +97,12 @@ def _shares(sizes: list[int], streams: int) -> list[list[tuple[int, int, int]]]:
     return [[(r.file_index, r.offset, r.length) for r in part] for part in split_ranges(ranges, streams)]
 
 
-def baseline(paths: list[Path], streams: int) -> float:
+def baseline(paths: list[Path], streams: int, cap: float) -> float:
     sizes = [p.stat().st_size for p in paths]
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    sender = subprocess.Popen([sys.executable, __file__, "--sender", str(port), str(streams),
+    sender = subprocess.Popen([sys.executable, __file__, "--sender", str(port), str(streams), str(cap),
                                *map(str, paths)])
     socks = []
     while len(socks) < streams:
@@ -160,20 +170,23 @@ def main() -> None:
     parser.add_argument("--size-mib", type=int, default=2048)
     parser.add_argument("--streams", type=int, nargs="+", default=[1, 2, 4])
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--cap-bytes-per-s", type=float, default=0.0,
+                        help="pace the weight server and the baseline sender alike (a slower link)")
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
+    cap = args.cap_bytes_per_s
     model = write_random_model(CACHE / f"random-{args.size_mib}mib", args.size_mib * MIB)
     manifest = build_manifest(model)
     paths = [model / f.name for f in manifest.files]
     for p in paths:  # warm the page cache: the link is measured, not the disk
         p.read_bytes()
-    server, port = start_server(model)
+    server, port = start_server(model, cap)
     best: dict[str, dict[int, float]] = {"baseline": {}, "transport": {}, "pull": {}}
     runs = []
     try:
         for round_ in range(1, args.rounds + 1):
             for streams in args.streams:
-                for path, fn in (("baseline", lambda: baseline(paths, streams)),
+                for path, fn in (("baseline", lambda: baseline(paths, streams, cap)),
                                  ("transport", lambda: transport_only(port, manifest, streams)),
                                  ("pull", lambda: pull(port, manifest, streams))):
                     rate = fn()
@@ -185,6 +198,8 @@ def main() -> None:
         server.wait()
     summary = summarize(best, manifest, runs, args)
     print(json.dumps({k: v for k, v in summary.items() if k != "tcp_runs"}, indent=2))
+    if cap:  # a side measurement: the headline tcp_* keys stay those of the uncapped link
+        summary = {"tcp_capped": {"cap_bytes_per_s": cap, **{k.removeprefix("tcp_"): v for k, v in summary.items()}}}
     if not args.no_write:
         merge_results(summary)
 
@@ -228,6 +243,6 @@ def merge_results(summary: dict) -> None:
 
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "--sender":
-        sender_main(int(sys.argv[2]), sys.argv[4:], int(sys.argv[3]))
+        sender_main(int(sys.argv[2]), sys.argv[5:], int(sys.argv[3]), float(sys.argv[4]))
     else:
         main()
