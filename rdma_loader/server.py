@@ -10,8 +10,9 @@ reads the JSON header through us, only tensor bytes).
 
 RDMA exporter hook
 ------------------
-The RDMA transport (``rdma_loader.rdma``) plugs in as an object passed as ``rdma_exporter=``;
-the server never imports pyverbs itself. The object must provide (see ``RdmaExporter``):
+The RDMA side (``rdma_loader.rdma_export.RdmaExporter``; the puller's half is
+``rdma_loader.rdma``) plugs in as an object passed as ``rdma_exporter=``; the server never
+imports pyverbs itself. The object must provide (see ``RdmaExporter``):
 
 ``attach(manifest, regions) -> None``
     Called once by ``start()``, before any client is served. ``regions[i]`` is a read-only
