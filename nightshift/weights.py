@@ -1,9 +1,11 @@
 """``nightshift serve-weights MODEL``: serve one model's weights to peers on the cluster.
 
 MODEL is a model alias from the configuration (its ``source`` must be a local directory) or a
-directory. The cluster secret comes from ``--secret-file`` or ``NIGHTSHIFT_CLUSTER_SECRET``
-(read here, when the command runs). With ``--registry redis://...`` the server advertises
-itself there (fingerprint, host, port, transports, bandwidth) and withdraws on exit.
+directory; workers look peers up by alias, so give the alias where the registry is used. The
+cluster secret comes from ``--secret-file``, else ``NIGHTSHIFT_CLUSTER_SECRET``, else the
+settings' ``cluster_secret_file``. With ``--registry redis://...`` (default: the settings'
+``weight_registry_url``) the server advertises itself there (fingerprint, host, port,
+transports, bandwidth) and withdraws on exit.
 """
 
 from __future__ import annotations
@@ -80,7 +82,9 @@ def cmd_serve_weights(args: argparse.Namespace) -> int:
 
     model_dir = resolve_model_dir(args.model)
     try:
-        secret = secret_from(args.secret_file, os.environ.get("NIGHTSHIFT_CLUSTER_SECRET"))
+        env_secret = os.environ.get("NIGHTSHIFT_CLUSTER_SECRET")
+        path = args.secret_file or (None if env_secret else _configured("cluster_secret_file"))
+        secret = secret_from(path, env_secret)
     except (OSError, ValueError) as exc:
         raise SystemExit(str(exc)) from exc
     server = WeightServer(model_dir, secret, args.host, args.port, in_ram=args.in_ram,
@@ -89,6 +93,7 @@ def cmd_serve_weights(args: argparse.Namespace) -> int:
     announce(server)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    args.registry = args.registry or _configured("weight_registry_url")
     advertiser = _advertiser(args, server) if args.registry else None
     try:
         while not stop.wait(ADVERTISE_TTL_S / 3):
@@ -101,6 +106,13 @@ def cmd_serve_weights(args: argparse.Namespace) -> int:
             advertiser(withdraw=True)
         server.close()
     return 0
+
+
+def _configured(field: str):
+    """A setting, read only when the command line and the environment did not give it."""
+    from scheduler.settings import get_settings
+
+    return getattr(get_settings(), field)
 
 
 def _advertiser(args: argparse.Namespace, server):

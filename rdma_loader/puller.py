@@ -2,16 +2,15 @@
 
 ``Puller(sources).pull(manifest)`` ranks the sources by estimated time, then fetches the
 tensors in groups of about ``group_bytes`` from the first. While group *k + 1* is on the wire,
-group *k* is hashed on ``verify_threads`` threads (hashlib releases the GIL), so checking costs
+group *k* is hashed on ``verify_threads`` threads (hashlib and xxhash release the GIL), so checking costs
 little wall time. A tensor whose bytes do not match its checksum is fetched again from the next
 source (never the same one). A source that fails mid-transfer (``TransportError``) is left;
 the next one is asked only for the tensors not yet verified. What came from where is in the
-``PullResult``. Standard library only.
+``PullResult``. Standard library only (xxhash, when installed, for xxh3-128 manifests).
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import mmap
 import time
@@ -20,13 +19,13 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 from rdma_loader.errors import NoSourceError, TransportError
-from rdma_loader.manifest import Manifest, TensorEntry
+from rdma_loader.manifest import Manifest, TensorEntry, checksum
 from rdma_loader.sources import Source, SourceKind, ranked
 from rdma_loader.transport import ByteRange
 
 log = logging.getLogger(__name__)
 
-DEFAULT_GROUP_BYTES = 64 * 1024 * 1024
+DEFAULT_GROUP_BYTES = 256 * 1024 * 1024  # 64 MiB groups measured ~0.77 of the link, 256 MiB ~0.9
 
 
 @dataclass(frozen=True)
@@ -154,8 +153,8 @@ class _Pull:
 
     def verify(self, index: int) -> bool:
         t = self.manifest.tensors[index]
-        digest = hashlib.sha256(self.dest[self.offsets[index]:self.offsets[index] + t.length])
-        return digest.hexdigest() == t.checksum
+        view = self.dest[self.offsets[index]:self.offsets[index] + t.length]
+        return checksum(view, self.manifest.algorithm) == t.checksum
 
     def settle(self, label: str, in_flight: list[tuple[int, Future]], tally: _Tally, keep: int) -> None:
         """Wait for all but the last ``keep`` verifications and record them."""

@@ -142,6 +142,20 @@ class Settings(BaseSettings):
     ready_by: str = Field(default="07:00", description="Morning deadline, HH:MM in the window's zone.")
     yield_policy: YieldSpec = Field(default_factory=YieldSpec)
 
+    # Weights from peers (rdma_loader): off until a cluster secret is configured.
+    cluster_secret_file: Path | None = Field(default=None, description="File with the secret every "
+                                             "machine shares (16+ characters); enables peer pulls.")
+    weight_peers: list[str] = Field(default_factory=list, description="Static weight servers, host:port.")
+    weight_registry_url: str = Field(default="", description="redis:// URL of the peer registry; "
+                                     "the broker's Redis if empty and the broker is Redis.")
+    serve_resident_weights: bool = Field(default=True, description="The worker serves its resident "
+                                         "model to peers (needs cluster_secret_file).")
+    weight_server_host: str = Field(default="127.0.0.1", description="Where the worker's weight "
+                                    "server listens; 0.0.0.0 for peers on other machines.")
+    weight_server_port: int = Field(default=0, ge=0, le=65535, description="0: any free port (advertised).")
+    weight_advertise_host: str = Field(default="", description="Host peers use to reach this worker; "
+                                       "the machine's name if empty and the server binds 0.0.0.0.")
+
     @field_validator("models")
     @classmethod
     def _aliases_are_plain(cls, models: dict[str, ModelSpec]) -> dict[str, ModelSpec]:
@@ -158,6 +172,8 @@ class Settings(BaseSettings):
         self.broker_url = self.broker_url or f"sqla+sqlite:///{data / 'broker.db'}"
         self.result_backend = self.result_backend or f"db+sqlite:///{data / 'results.db'}"
         self.api_url = self.api_url or f"http://{self.api_host}:{self.api_port}"
+        if not self.weight_registry_url and self.broker_url.startswith(("redis://", "rediss://")):
+            self.weight_registry_url = self.broker_url
         if self.demo_model and DEMO_MODEL not in self.models:
             self.models[DEMO_MODEL] = ModelSpec(
                 source=str(data / "models" / DEMO_MODEL), dtype="float32", max_model_len=1024

@@ -21,6 +21,7 @@ from workers.prefetch import Prefetcher
 from workers.presence import Presence
 from workers.probes import NvmlProbe, make_probes
 from workers.tasks import WorkerContext, record_swaps, run_batch_task, run_patch_task
+from workers.weights import ResidentServer
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +35,7 @@ def create_worker_app(settings: Settings) -> tuple[Celery, WorkerContext]:
     nvml = next((p for p in probes if isinstance(p, NvmlProbe)), NvmlProbe(settings.yield_policy.gpu_index))
     ctx.energy = EnergyMeter(nvml.device)
     ctx.presence.idle_state = ctx.guard.idle_state
+    ctx.weights = ResidentServer(settings) if settings.cluster_secret_file else None
     record_swaps(ctx)
     ctx.presence.on_hint = Prefetcher(settings).hint
 
@@ -54,6 +56,8 @@ def create_worker_app(settings: Settings) -> tuple[Celery, WorkerContext]:
 
     @worker_shutdown.connect(weak=False)
     def _shutdown(**_kwargs) -> None:
+        if ctx.weights is not None:
+            ctx.weights.stop()
         ctx.holder.release()
         ctx.presence.stop()
 

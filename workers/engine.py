@@ -51,7 +51,7 @@ class VllmEngine:
                 "gpu_memory_utilization": memory, "enforce_eager": settings.enforce_eager}
         if not cpu:  # sleep mode (weights to host RAM on suspend) exists on CUDA only
             args["enable_sleep_mode"] = True
-        args.update(peer_load_args(spec, settings))  # weights from peers when configured (issue 5)
+        args.update(peer_load_args(alias, spec, settings))  # weights from peers when configured (issue 5)
         args.update(spec.engine_args)
         self.can_sleep = bool(args.get("enable_sleep_mode"))
         self.asleep = False

@@ -27,6 +27,7 @@ from workers.energy import EnergyMeter
 from workers.engine import EngineHolder
 from workers.guard import Guard, Released, run_guarded
 from workers.presence import Presence
+from workers.weights import ResidentServer
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +42,7 @@ class WorkerContext:
     sandbox_factory: Callable[[], Sandbox] = field(default=BubblewrapSandbox)
     guard: Guard | None = None  # night window and owner presence; None: always run
     energy: EnergyMeter = field(default_factory=EnergyMeter)
+    weights: ResidentServer | None = None  # serves the resident model to peers; None: does not
 
 
 @dataclass(frozen=True)
@@ -134,6 +136,8 @@ def record_swaps(ctx: WorkerContext) -> None:
         task_id = ctx.presence.current_task_id
         _record_event(ctx, WorkerEventKind.SWAP, started_at, f"{previous or 'nothing'} -> {model}",
                       task_id, model)
+        if ctx.weights is not None:  # the new resident model is what peers can pull from us now
+            ctx.weights.serve(model)
 
     ctx.holder.on_swap = on_swap
 

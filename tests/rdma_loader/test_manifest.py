@@ -25,7 +25,7 @@ def test_manifest_of_a_real_model_matches_what_safetensors_reads(tiny_model):
             assert t.shape == tuple(tensor.shape) and t.dtype == "F32"
             chunk = data[t.offset:t.offset + t.length]
             assert chunk == tensor.numpy().tobytes()
-            assert t.checksum == checksum(chunk)
+            assert t.checksum == checksum(chunk, manifest.algorithm)
     assert manifest.files[0].size_bytes == len(data)
 
 
@@ -113,7 +113,7 @@ def _manifest_json(tmp_path) -> dict:
 
 @pytest.mark.parametrize("mutate, field", [
     (lambda m: m["tensors"][0].pop("checksum"), r"tensors\[0\]\.checksum: missing"),
-    (lambda m: m["tensors"][1].update(checksum="ab" * 8), r"tensors\[1\]\.checksum: 64"),
+    (lambda m: m["tensors"][1].update(checksum="ab" * 8), r"tensors\[1\]\.checksum: 32"),
     (lambda m: m["tensors"][1].update(offset=m["files"][0]["size_bytes"] - 4), r"tensors\[1\]\.offset"),
     (lambda m: m["tensors"][0].update(file_index=3), r"tensors\[0\]\.file_index"),
     (lambda m: m["tensors"][0].update(shape=[5]), r"tensors\[0\]\.length"),
@@ -130,3 +130,15 @@ def test_a_lying_or_truncated_manifest_names_the_field(tmp_path, mutate, field):
     mutate(data)
     with pytest.raises(ManifestError, match=field):
         Manifest.from_json(data)
+
+
+def test_checksums_are_xxh3_where_xxhash_is_installed_and_sha256_is_the_fallback(tmp_path):
+    model = make_random_model(tmp_path / "m", [[64, 8]])
+    fast, portable = build_manifest(model), build_manifest(model, algorithm="sha256")
+    assert fast.algorithm == "xxh3-128" and len(fast.tensors[0].checksum) == 32
+    assert portable.algorithm == "sha256" and len(portable.tensors[0].checksum) == 64
+    assert fast.fingerprint != portable.fingerprint  # the algorithm is part of what is compared
+    assert Manifest.from_json(portable.to_json()) == portable
+    data = (model / fast.files[0].name).read_bytes()
+    t = fast.tensors[0]
+    assert checksum(data[t.offset:t.offset + t.length], "xxh3-128") == t.checksum
