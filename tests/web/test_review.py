@@ -127,3 +127,28 @@ def test_today_is_a_night_of_its_own_noon_to_noon():
     start, end = views.night_bounds(date(2026, 11, 21))
     assert (end - start).total_seconds() in (23 * 3600, 24 * 3600, 25 * 3600)
     assert views.night_of(start) == date(2026, 11, 21) and views.night_of(end) == date(2026, 11, 22)
+
+
+def test_night_report_draws_swaps_and_suspensions_and_sums_energy(client, browser, night, settings):
+    from datetime import timedelta
+
+    from scheduler import session_scope, store
+    from sqlmodel import select
+
+    from scheduler.models import Attempt, WorkerEventKind
+
+    now = views.utcnow()
+    with session_scope(settings.database_url) as session:
+        store.record_worker_event(session, "gpu-box", WorkerEventKind.SWAP, now - timedelta(seconds=40),
+                                  now - timedelta(seconds=28), model="tiny", detail="nothing -> tiny")
+        store.record_worker_event(session, "gpu-box", WorkerEventKind.SUSPEND, now - timedelta(seconds=20),
+                                  now - timedelta(seconds=5), task_id=1, detail="programs: steam")
+        first = session.exec(select(Attempt).order_by(Attempt.id)).first()
+        store.record_attempt_energy(session, first.id, 7200.0, "nvml-counter")
+    report = client.get(f"/api/nights/{views.night_of(now).isoformat()}").json()
+    assert report["swaps"] == 1 and abs(report["swap_s"] - 12) < 0.01
+    assert report["suspensions"] == 1 and abs(report["suspended_s"] - 15) < 0.01
+    assert report["energy_kwh"] == 0.002 and "nvml-counter" in report["energy"] and "1 of 2" in report["energy"]
+    page = browser.get(f"/nights/{views.night_of(now).isoformat()}").text
+    assert page.count('class="swap"') == 1 and page.count('class="suspend"') == 1
+    assert "programs: steam" in page and "12 s" in page
