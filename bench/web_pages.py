@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from scheduler import Settings, get_engine, session_scope  # noqa: E402
-from scheduler.models import Attempt, Task, Worker  # noqa: E402
+from scheduler.models import Attempt, Task, Worker, WorkerEvent  # noqa: E402
 from web import auth  # noqa: E402
 
 PASSWORD = "benchmark password"
@@ -56,7 +56,7 @@ def fill(settings: Settings, n_tasks: int) -> None:
     rng = random.Random(7)
     engine = get_engine(settings.database_url)
     now = datetime.now(UTC)
-    tasks, attempts = [], []
+    tasks, attempts, events = [], [], []
     for i in range(1, n_tasks + 1):
         finished = now - timedelta(minutes=3 * (n_tasks - i))  # about 480 a night, newest last
         started = finished - timedelta(minutes=rng.uniform(1, 10))
@@ -68,7 +68,15 @@ def fill(settings: Settings, n_tasks: int) -> None:
                       "started_at": started, "finished_at": finished, "review": "pending",
                       "result": _patch_result(rng) if patch else {"succeeded": 100, "failed": 0}})
         attempts.append({"task_id": i, "number": 1, "worker_name": f"w{i % 4}", "status": "succeeded",
-                         "started_at": started, "ended_at": finished, "tokens_in": 900, "tokens_out": 1200})
+                         "started_at": started, "ended_at": finished, "tokens_in": 900, "tokens_out": 1200,
+                         "energy_j": 50_000.0, "energy_method": "nvml-counter"})
+        if i % 10 == 0:  # a swap before every tenth task, a suspension before every 25th
+            events.append({"worker_name": f"w{i % 4}", "kind": "swap", "started_at": started - timedelta(seconds=40),
+                           "ended_at": started, "task_id": i, "model": "m", "detail": "a -> m"})
+        if i % 25 == 0:
+            events.append({"worker_name": f"w{i % 4}", "kind": "suspend", "task_id": i, "model": "m",
+                           "started_at": started + timedelta(seconds=20), "ended_at": started + timedelta(seconds=50),
+                           "detail": "programs: steam"})
     queued = []
     for j in range(200):  # tonight's queue
         queued.append({"id": n_tasks + 1 + j, "kind": "patch", "model": "m", "owner": "user1", "priority": j % 3,
@@ -79,6 +87,7 @@ def fill(settings: Settings, n_tasks: int) -> None:
         conn.execute(sa.insert(Task.__table__), tasks)
         conn.execute(sa.insert(Task.__table__), queued)
         conn.execute(sa.insert(Attempt.__table__), attempts)
+        conn.execute(sa.insert(WorkerEvent.__table__), events)
     with session_scope(settings.database_url) as session:
         for w in range(4):
             session.add(Worker(name=f"w{w}", hostname="bench", state="idle", hardware={"gpus": []}))
