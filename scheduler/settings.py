@@ -172,6 +172,8 @@ class Settings(BaseSettings):
         self.broker_url = self.broker_url or f"sqla+sqlite:///{data / 'broker.db'}"
         self.result_backend = self.result_backend or f"db+sqlite:///{data / 'results.db'}"
         self.api_url = self.api_url or f"http://{self.api_host}:{self.api_port}"
+        if self.cluster_secret_file is not None:
+            self.cluster_secret_file = self.cluster_secret_file.expanduser()
         if not self.weight_registry_url and self.broker_url.startswith(("redis://", "rediss://")):
             self.weight_registry_url = self.broker_url
         if self.demo_model and DEMO_MODEL not in self.models:

@@ -54,3 +54,15 @@ def test_the_example_config_file_loads(tmp_path, monkeypatch):
     monkeypatch.setenv("NIGHTSHIFT_CONFIG", str(example))
     monkeypatch.setenv("NIGHTSHIFT_DATA_DIR", str(tmp_path))
     assert load_settings().models["qwen-7b"].max_model_len == 8192
+
+
+def test_the_example_config_loads_with_every_option_uncommented(tmp_path):
+    import re
+    import tomllib
+
+    text = (Path(__file__).resolve().parents[2] / "nightshift.example.toml").read_text()
+    uncommented = re.sub(r"(?m)^# (\[|[a-z_]+ =)", r"\1", text)
+    settings = Settings(**{**tomllib.loads(uncommented), "data_dir": tmp_path})
+    assert settings.cluster_secret_file is not None and not str(settings.cluster_secret_file).startswith("~")
+    assert settings.windows[0].start == "22:00" and settings.yield_policy.max_suspend_s == 1800
+    assert settings.models["qwen-7b"].size_gb == 15.2
