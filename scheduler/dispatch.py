@@ -16,6 +16,7 @@ from scheduler.celery_app import QUEUE, TASK_RUN_BATCH, TASK_RUN_PATCH, worker_q
 from scheduler.db import session_scope
 from scheduler.models import utcnow
 from scheduler.night import is_window_open
+from scheduler.planner import PlanInputError
 from scheduler.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -40,10 +41,10 @@ def dispatch_queued(settings: Settings, app: Celery, limit: int = 1000) -> list[
             return []
         kinds = {t.id: t.kind for t in queued}
         inputs = planning.gather(session, settings, queued, now)
-        if not inputs.workers:
+        plan = _plan(inputs, now, settings) if inputs.workers else None
+        if plan is None:  # no worker has announced itself yet (or the plan failed): shared queue
             order = [(t.id, None) for t in queued]
         else:
-            plan = planning.make_plan(inputs, now)
             store.set_plan_notes(session, planning.notes(plan, queued))
             store.set_prefetch_hints(session, {w.name: _hint(plan, w.name) for w in inputs.workers})
             order = [(ids[0], name) for name in inputs.free
@@ -52,6 +53,14 @@ def dispatch_queued(settings: Settings, app: Celery, limit: int = 1000) -> list[
     if sent:
         log.info("dispatched tasks %s", sent)
     return sent
+
+
+def _plan(inputs: planning.NightInputs, now, settings: Settings):
+    try:
+        return planning.make_plan(inputs, now, settings.owner_weights)
+    except PlanInputError:  # a row the planner cannot take must not stop the night: plain order
+        log.exception("planning failed; dispatching in priority order to the shared queue")
+        return None
 
 
 def _hint(plan, worker: str) -> str | None:

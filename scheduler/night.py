@@ -91,10 +91,11 @@ def window_summary(settings: Settings, worker_name: str | None = None,
         closes = max(w.closes_at for w in open_)
         why = "run-now" if any(w.reason == "run-now" for w in open_) else "schedule"
         return {"open": True, "opens_at": None, "closes_at": closes,
-                "text": f"open until {_local(closes, zone)} ({why})"}
+                "text": f"open until {_local(closes, zone)} ({why}); ready by {_local(schedule.ready_by(now), zone)}"}
     opens = schedule.next_open(now)
     return {"open": False, "opens_at": opens, "closes_at": schedule.next_close(opens),
-            "text": f"closed: opens {_local(opens, zone)}; `nightshift run-now` opens it now"}
+            "text": f"closed: opens {_local(opens, zone)}, ready by {_local(schedule.ready_by(opens), zone)}; "
+                    "`nightshift run-now` opens it now"}
 
 
 def _local(at: datetime, zone) -> str:

@@ -26,7 +26,7 @@ from sqlmodel import Session, col, select
 from scheduler.models import Task, TaskStatus, Worker, WorkerState
 from scheduler.planner import Plan, PlanModel, PlanTask, PlanWorker, plan_night
 from scheduler.settings import ModelSpec, Settings
-from scheduler.window import scope_of, scopes
+from scheduler.window import DEFAULT_SCOPE, scope_of, scopes
 
 BATCH_LINE_S = 2.0
 PATCH_ITEM_S = 600.0
@@ -113,9 +113,13 @@ class NightInputs:
 
 
 def gather(session: Session, settings: Settings, queued: Sequence[Task], now: datetime) -> NightInputs:
+    """The planner's inputs. A task without a deadline of its own is due at the morning's
+    ``ready_by`` (unless the window is always open), so the plan says early what will not be
+    ready by then."""
     paces = {(t.kind, t.model): _pace(session, t.kind, t.model) for t in queued}
+    morning = None if settings.always_open else scopes(settings)[DEFAULT_SCOPE].ready_by(now)
     tasks = [PlanTask(t.id, t.model, work_s(t, paces[(t.kind, t.model)]), t.priority, t.owner,
-                      t.deadline_at, t.created_at) for t in queued]
+                      t.deadline_at or morning, t.created_at) for t in queued]
     models = {alias: plan_model(alias, spec) for alias, spec in settings.models.items()}
     waiting = set(session.exec(select(Task.planned_worker).where(
         Task.status == TaskStatus.DISPATCHED, col(Task.planned_worker).is_not(None))).all())
@@ -125,7 +129,8 @@ def gather(session: Session, settings: Settings, queued: Sequence[Task], now: da
         if window is None or memory is None or window[1] <= window[0]:
             continue
         busy = now + timedelta(seconds=60) if w.current_task_id else None
-        workers.append(PlanWorker(w.name, memory, window[0], window[1], resident_model=w.resident_model,
+        resident = w.resident_model if w.resident_model in settings.models else None  # config changed
+        workers.append(PlanWorker(w.name, memory, window[0], window[1], resident_model=resident,
                                   host_ram_gb=float(w.hardware.get("memory_gib") or 0) * 0.5,
                                   busy_until_at=busy))
         if w.name not in waiting:
@@ -133,9 +138,9 @@ def gather(session: Session, settings: Settings, queued: Sequence[Task], now: da
     return NightInputs(tasks, workers, models, free)
 
 
-def make_plan(inputs: NightInputs, now: datetime) -> Plan:
+def make_plan(inputs: NightInputs, now: datetime, owner_weights: dict[str, float] | None = None) -> Plan:
     known = [t for t in inputs.tasks if t.model in inputs.models]
-    return plan_night(known, inputs.workers, inputs.models.values(), now)
+    return plan_night(known, inputs.workers, inputs.models.values(), now, owner_weights=owner_weights or None)
 
 
 def notes(plan: Plan, queued: Sequence[Task]) -> dict[int, str | None]:

@@ -15,7 +15,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 DEMO_MODEL = "tiny-random"
@@ -139,7 +139,10 @@ class Settings(BaseSettings):
     worker_windows: dict[str, list[WindowSpec]] = Field(
         default_factory=dict, description="Per worker name: windows replacing `windows`.")
     always_open: bool = Field(default=False, description="Ignore windows: work at any hour.")
-    ready_by: str = Field(default="07:00", description="Morning deadline, HH:MM in the window's zone.")
+    ready_by: str = Field(default="07:00", description="Morning deadline, HH:MM in the window's zone: "
+                          "tasks without a deadline of their own are planned to be done by then.")
+    owner_weights: dict[str, PositiveFloat] = Field(default_factory=dict, description="Share of the night per "
+                                            "owner (weighted fair share); owners not named weigh 1.")
     yield_policy: YieldSpec = Field(default_factory=YieldSpec)
 
     # Weights from peers (rdma_loader): off until a cluster secret is configured.

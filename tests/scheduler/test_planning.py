@@ -138,3 +138,39 @@ def test_the_next_model_is_hinted_for_prefetch(two_models):
     dispatch_queued(two_models, RecordingBroker())
     with session_scope(two_models.database_url) as session:
         assert session.get(Worker, "a").prefetch_model == "large"
+
+
+def test_a_worker_holding_a_model_no_longer_configured_still_gets_work(two_models):
+    _worker(two_models, "a", 24, resident="retired-model")
+    task_id = _queue(two_models, "small")
+    broker = RecordingBroker()
+    assert dispatch_queued(two_models, broker) == [task_id]
+    assert broker.sent[0][2] == worker_queue("a")
+
+
+def test_work_that_cannot_be_ready_by_morning_says_so_early(two_models):
+    from datetime import UTC, datetime
+
+    from scheduler.settings import WindowSpec
+
+    now = datetime.now(UTC)
+    soon = (now + timedelta(minutes=10)).strftime("%H:%M")
+    night = two_models.model_copy(update={"always_open": False, "ready_by": soon, "windows": [
+        WindowSpec(start=(now - timedelta(hours=1)).strftime("%H:%M"), end=(now + timedelta(hours=3)).strftime("%H:%M"),
+                   tz="UTC")]})
+    from scheduler.night import open_scheduled
+
+    open_scheduled(night)
+    _worker(night, "a", 24, resident="small")
+    big = _queue(night, "small", lines=400)  # 400 lines x 2 s each, 13 min: past the deadline
+    _queue(night, "small")
+    dispatch_queued(night, RecordingBroker())
+    notes = {t: _task(night, t).plan_note for t in (big, big + 1)}
+    assert any(note and "after its deadline" in note for note in notes.values()), notes
+
+
+def test_owner_weights_must_be_positive(settings):
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="owner_weights"):
+        settings.model_validate({**settings.model_dump(), "owner_weights": {"alice": 0}})
