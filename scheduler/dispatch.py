@@ -1,13 +1,16 @@
 """Moving work from the database to the broker, and taking it back from dead workers.
 
 The scheduler process runs both on a timer (see ``scheduler.service``); ``nightshift run-now``
-runs a dispatch pass at once. Several dispatchers may run side by side: each task is marked
-dispatched by a conditional update before its message is sent.
+runs a dispatch pass at once. Each pass plans the night (``scheduler.planning``, around the pure
+``scheduler.planner``) and sends each free worker its next task on its own queue. Several
+dispatchers may run side by side: each task is marked dispatched by a conditional update before
+its message is sent.
 """
 
 from __future__ import annotations
 
 import logging
+from datetime import datetime
 
 from celery import Celery
 
@@ -16,7 +19,7 @@ from scheduler.celery_app import QUEUE, TASK_RUN_BATCH, TASK_RUN_PATCH, worker_q
 from scheduler.db import session_scope
 from scheduler.models import utcnow
 from scheduler.night import is_window_open
-from scheduler.planner import PlanInputError
+from scheduler.planner import Plan, PlanInputError
 from scheduler.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -55,7 +58,7 @@ def dispatch_queued(settings: Settings, app: Celery, limit: int = 1000) -> list[
     return sent
 
 
-def _plan(inputs: planning.NightInputs, now, settings: Settings):
+def _plan(inputs: planning.NightInputs, now: datetime, settings: Settings) -> Plan | None:
     try:
         return planning.make_plan(inputs, now, settings.owner_weights)
     except PlanInputError:  # a row the planner cannot take must not stop the night: plain order
@@ -63,7 +66,7 @@ def _plan(inputs: planning.NightInputs, now, settings: Settings):
         return None
 
 
-def _hint(plan, worker: str) -> str | None:
+def _hint(plan: Plan, worker: str) -> str | None:
     return next((h.model for h in plan.prefetch if h.worker == worker), None)
 
 

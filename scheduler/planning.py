@@ -24,6 +24,7 @@ from pathlib import Path
 from sqlmodel import Session, col, select
 
 from scheduler.models import Task, TaskStatus, Worker, WorkerState
+from scheduler.night import window_states
 from scheduler.planner import Plan, PlanModel, PlanTask, PlanWorker, plan_night
 from scheduler.settings import ModelSpec, Settings
 from scheduler.window import DEFAULT_SCOPE, scope_of, scopes
@@ -75,8 +76,6 @@ def live_workers(session: Session) -> list[Worker]:
 def _window(settings: Settings, name: str, now: datetime) -> tuple[datetime, datetime] | None:
     if settings.always_open:
         return now, now + ALWAYS_OPEN_HORIZON
-    from scheduler.night import window_states  # night imports store, which is fine; keep it lazy
-
     scope = scope_of(settings, name)
     open_ = [w for w in window_states(settings, now) if w.scope == scope]
     if open_:
