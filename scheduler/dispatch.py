@@ -48,7 +48,9 @@ def dispatch_queued(settings: Settings, app: Celery, limit: int = 1000) -> list[
         if plan is None:  # no worker has announced itself yet (or the plan failed): shared queue
             order = [(t.id, None) for t in queued]
         else:
-            store.set_plan_notes(session, planning.notes(plan, queued))
+            current = {t.id: t.plan_note for t in queued}  # written only when they change
+            store.set_plan_notes(session, {task_id: note for task_id, note in planning.notes(plan, queued).items()
+                                           if note != current[task_id]})
             store.set_prefetch_hints(session, {w.name: _hint(plan, w.name) for w in inputs.workers})
             order = [(ids[0], name) for name in inputs.free
                      if (ids := plan.for_worker(name).task_ids)]

@@ -115,8 +115,10 @@ def set_plan_notes(session: Session, notes: dict[int, str | None]) -> None:
 
 def set_prefetch_hints(session: Session, hints: dict[str, str | None]) -> None:
     """Per worker: the model it should read into host RAM next (None: nothing)."""
-    for name, model in hints.items():
-        session.execute(sa.update(Worker).where(col(Worker.name) == name).values(prefetch_model=model))
+    for name, model in hints.items():  # the row is written only when its hint changes
+        session.execute(sa.update(Worker).where(col(Worker.name) == name,
+                                                col(Worker.prefetch_model).is_distinct_from(model))
+                        .values(prefetch_model=model))
 
 
 def mark_undispatched(session: Session, task_id: int, error: str) -> None:

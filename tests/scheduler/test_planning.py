@@ -174,3 +174,17 @@ def test_owner_weights_must_be_positive(settings):
 
     with pytest.raises(ValidationError, match="owner_weights"):
         settings.model_validate({**settings.model_dump(), "owner_weights": {"alice": 0}})
+
+
+def test_a_pass_that_changes_nothing_writes_no_note_or_hint(two_models, monkeypatch):
+    _worker(two_models, "a", 24, resident="small")
+    _queue(two_models, "small")
+    _queue(two_models, "large")
+    with session_scope(two_models.database_url) as session:  # queued before the worker could hold it
+        store.create_task(session, _task_create("huge"))
+    broker = RecordingBroker()
+    dispatch_queued(two_models, broker)
+    written = []
+    monkeypatch.setattr(store, "set_plan_notes", lambda session, notes: written.append(notes))
+    dispatch_queued(two_models, broker)
+    assert written == [{}]
